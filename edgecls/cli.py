@@ -1,0 +1,85 @@
+"""The `edgecls` command line: each command calls one library function; user errors become one line."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from . import __version__
+from .errors import EdgeclsError
+from .registry import model_names
+
+
+def user_errors(fn):
+    """Turn EdgeclsError (and Ctrl-C) into a one-line message with a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgeclsError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; files already written are complete (use --resume to continue training)",
+                       err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+model_option = click.option("--model", "model", required=True, metavar="NAME",
+                            help=f"Registered model: {', '.join(model_names())}.")
+artifacts_option = click.option("--artifacts", default="artifacts", show_default=True, type=click.Path(),
+                                help="Folder holding one sub-folder per model.")
+data_dir_option = click.option("--data-dir", type=click.Path(), default=None,
+                               help="Data root (torchvision layout). Else $EDGECLS_DATA, /usr/share/datasets, "
+                                    "or a torchvision download into the user cache.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgecls")
+def main():
+    """Train small image classifiers, export them to ONNX, and run them with ONNX Runtime."""
+
+
+@main.command("models")
+@user_errors
+def models_cmd():
+    """List the model zoo: dataset, input shape, classes and parameter count."""
+    from .registry import all_specs
+
+    rows = [("name", "dataset", "input", "classes", "params", "architecture")]
+    for spec in all_specs():
+        params = sum(p.numel() for p in spec.build().parameters())
+        rows.append((spec.name, spec.dataset, "x".join(map(str, spec.input_shape)), str(spec.num_classes),
+                     f"{params:,}", spec.summary))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@main.command("train")
+@model_option
+@click.option("--epochs", type=int, default=None, help="Epochs (default: the model's).")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default: the model's).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate of the cosine schedule.")
+@click.option("--limit", type=int, default=None,
+              help="Train on only N training images (a seeded random subset; for quick runs).")
+@data_dir_option
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed of split, init, order and augmentation [0].")
+@artifacts_option
+@click.option("--resume", is_flag=True, help="Continue the run in <artifacts>/<model>/ after its last epoch.")
+@user_errors
+def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, artifacts, resume):
+    """Train MODEL on its real data set; writes checkpoint.pt, history.json and curves.png."""
+    from edgecls.train import train
+
+    train(model, artifacts=artifacts, data_dir=data_dir, device=device, resume=resume, echo=click.echo,
+          epochs=epochs, batch_size=batch_size, lr=lr, limit=limit, seed=seed)
+
+
+if __name__ == "__main__":
+    main()

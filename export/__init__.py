@@ -1,0 +1,1 @@
+"""Export stage (`edgecls.export`): checkpoint -> validated ONNX."""

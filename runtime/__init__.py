@@ -1,0 +1,1 @@
+"""Edge runtime (`edgecls.runtime`): ONNX Runtime, numpy and Pillow only; never torch."""

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment and install edgecls with its test extras.
+# EDGECLS_VENV picks another location; the default is .venv in the repository.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${EDGECLS_VENV:-$root/.venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[test]" 2>&1 \
+  | grep -v "^WARNING: Location .* is ignored" || true
+"$venv/bin/python" -c "import edgecls, torch, onnxruntime" || { echo "set-up failed" >&2; exit 1; }

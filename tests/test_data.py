@@ -1,0 +1,101 @@
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from edgecls.data import decode_files, load_for_spec, load_split
+from edgecls.errors import EdgeclsError
+from edgecls.registry import CIFAR10_CLASSES, EMNIST_BYMERGE_CLASSES, FASHION_MNIST_CLASSES, get_spec
+
+
+@pytest.mark.parametrize("dataset, split, count, classes", [
+    ("fashion-mnist", "train", 60_000, FASHION_MNIST_CLASSES),
+    ("fashion-mnist", "test", 10_000, FASHION_MNIST_CLASSES),
+    ("emnist-bymerge", "train", 100_000, EMNIST_BYMERGE_CLASSES),
+    ("emnist-bymerge", "test", 16_323, EMNIST_BYMERGE_CLASSES),
+    ("cifar10", "train", 50_000, CIFAR10_CLASSES),
+    ("cifar10", "test", 10_000, CIFAR10_CLASSES),
+])
+def test_real_split_counts_classes_and_ranges(data_root, dataset, split, count, classes):
+    data = load_split(dataset, split)
+    assert len(data) == count
+    assert tuple(data.classes) == tuple(classes)
+    assert set(data.labels.unique().tolist()) == set(range(len(classes)))
+    sample = data.images(torch.arange(0, count, count // 50))
+    channels, side = (3, 32) if dataset == "cifar10" else (1, 28)
+    assert sample.dtype == torch.uint8 and sample.shape[1:] == (channels, side, side)
+    assert sample.min() == 0 and sample.max() >= 250  # real pixels span the whole range
+
+
+def test_cifar_balanced_ten_classes(data_root):
+    counts = torch.bincount(load_split("cifar10", "test").labels)
+    assert counts.tolist() == [1000] * 10
+
+
+def test_emnist_images_are_upright(data_root):
+    """How we know: in the mean image of '7' the bar at the top holds over twice the ink of the bottom
+    rows, and the mean 'L' has more ink in its bottom bar than at the top. The same test run on the raw
+    (transposed) files fails, so it does tell the two orientations apart."""
+    data = load_split("emnist-bymerge", "test")
+
+    def mean_of(char, images):
+        return images[data.labels == EMNIST_BYMERGE_CLASSES.index(char), 0].float().mean(0)
+
+    def looks_upright(images):
+        ell, seven = mean_of("L", images), mean_of("7", images)
+        return bool(seven[2:9].sum() > 2 * seven[19:26].sum() and ell[19:26].sum() > 1.4 * ell[2:9].sum())
+
+    assert looks_upright(data.images())
+    assert not looks_upright(data.images().transpose(2, 3))  # the raw EMNIST orientation
+
+
+def test_digit_letter_relabelling(data_root):
+    data = load_for_spec(get_spec("lstm-binary"), "test")
+    raw = load_split("emnist-bymerge", "test")
+    assert data.classes == ("digit", "letter")
+    assert torch.equal(data.labels, (raw.labels >= 10).long())
+    assert 0.2 < data.labels.float().mean() < 0.8
+
+
+def test_debian_gzip_layout_reads_like_torchvision(data_root, tmp_path):
+    """Debian's dataset-fashion-mnist ships <root>/fashion-mnist/*.gz; our reader must match torchvision's."""
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        with open(data_root / "FashionMNIST" / "raw" / name, "rb") as src, gzip.open(folder / f"{name}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    from edgecls.data import _fashion_debian
+
+    debian = _fashion_debian(tmp_path, train=False)
+    reference = load_split("fashion-mnist", "test")
+    assert torch.equal(debian.images(), reference.images()) and torch.equal(debian.labels, reference.labels)
+
+
+def test_user_image_folder_tree_is_a_source(data_root, tmp_path):
+    """--data-dir pointing at <dir>/{train,test}/<class>/ with the model's classes."""
+    src = data_root / "CIFAR10-images" / "test"
+    for cls in CIFAR10_CLASSES:
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        for f in sorted((src / cls).iterdir())[:3]:
+            shutil.copy(f, tmp_path / "test" / cls / f.name)
+    data = load_split("cifar10", "test", data_dir=tmp_path, download=False)
+    assert len(data) == 30 and data.source.startswith(str(tmp_path))
+    assert torch.equal(data.images(), decode_files(data._files, "RGB"))
+
+
+def test_user_tree_with_other_classes_is_refused(tmp_path):
+    (tmp_path / "train" / "cats").mkdir(parents=True)
+    with pytest.raises(EdgeclsError, match="class folders"):
+        load_split("cifar10", "train", data_dir=tmp_path, download=False)
+
+
+def test_missing_data_names_every_way_to_provide_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGECLS_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(EdgeclsError) as err:
+        load_split("emnist-bymerge", "train", data_dir=tmp_path, download=False)
+    msg = str(err.value)
+    assert "EMNIST bymerge not found" in msg
+    assert "--data-dir" in msg and "EDGECLS_DATA" in msg and "internet" in msg and "\n" not in msg

@@ -1,0 +1,90 @@
+import importlib.metadata
+
+import pytest
+import torch
+
+from edgecls.errors import EdgeclsError
+from edgecls.registry import all_specs, get_spec, model_names
+
+from conftest import assert_one_line_error
+
+NAMES = model_names()
+
+
+def test_zoo_is_the_five_report_systems():
+    assert NAMES == ["cnn", "rnn", "gru", "crnn", "lstm", "lstm-binary"]
+    assert get_spec("lstm").num_classes == 47 and get_spec("lstm-binary").class_names == ("digit", "letter")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_forward_shape(name, batch):
+    spec = get_spec(name)
+    model = spec.build().eval()
+    out = model(torch.randn(batch, *spec.input_shape))
+    assert out.shape == (batch, spec.num_classes) and out.dtype == torch.float32
+    # logits, not probabilities: rows are not constrained to sum to one
+    assert not torch.allclose(out.softmax(1).sum(1), out.sum(1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_training_step_lowers_the_loss(name):
+    spec = get_spec(name)
+    torch.manual_seed(0)
+    model = spec.build().train()
+    x, y = torch.randn(16, *spec.input_shape), torch.randint(0, spec.num_classes, (16,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def loss():
+        torch.manual_seed(1)  # same dropout masks before and after the step
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    before = loss()
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    assert loss().item() < before.item()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "cnn"])
+def test_recurrent_models_accept_any_batch_after_another(name):
+    """No hidden state sized by an earlier batch (the frozen-batch export bug)."""
+    spec = get_spec(name)
+    model = spec.build().eval()
+    for batch in (3, 1, 8):
+        assert model(torch.randn(batch, *spec.input_shape)).shape[0] == batch
+
+
+def test_unknown_model_lists_names_and_hint():
+    with pytest.raises(EdgeclsError) as err:
+        get_spec("gr")
+    assert "gru" in str(err.value) and "Did you mean 'gru'" in str(err.value)
+    assert all(n in str(err.value) for n in NAMES)
+
+
+def test_models_command_prints_table(cli):
+    result = cli("models")
+    assert result.exit_code == 0
+    lines = result.output.strip().splitlines()
+    assert lines[0].split()[:5] == ["name", "dataset", "input", "classes", "params"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == set(NAMES)
+    assert rows["lstm"][3] == "47" and rows["cnn"][2] == "3x32x32"
+    assert rows["gru"][4] == f"{sum(p.numel() for p in get_spec('gru').build().parameters()):,}"
+
+
+def test_cli_unknown_model(cli):
+    assert_one_line_error(cli("train", "--model", "gruu"), "unknown model 'gruu'", "Did you mean 'gru'")
+
+
+def test_no_top_level_stage_packages():
+    """The design's train/, export/, runtime/ folders install as edgecls.* sub-packages only."""
+    import edgecls.export
+    import edgecls.runtime
+    import edgecls.train
+
+    assert edgecls.train.__file__.replace("\\", "/").endswith("/train/__init__.py")
+    assert edgecls.runtime.__file__.replace("\\", "/").endswith("/runtime/__init__.py")
+    assert edgecls.export.__file__.replace("\\", "/").endswith("/export/__init__.py")
+    top_level = importlib.metadata.distribution("edgecls").read_text("top_level.txt").split()
+    assert top_level == ["edgecls"]

@@ -1,0 +1,160 @@
+import json
+
+import pytest
+import torch
+
+from edgecls import checkpoint as ckpt_io
+from edgecls.fileio import atomic_path
+from edgecls.registry import model_names
+
+from conftest import assert_one_line_error
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_train_cli_writes_all_three_artifacts(cli, tmp_path, name):
+    result = cli("train", "--model", name, "--epochs", "1", "--limit", "512", "--artifacts", tmp_path)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / name
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)  # plain types only
+    assert ckpt["model"] == name and ckpt["best_epoch"] == 1 and len(ckpt["history"]) == 1
+    assert 0.0 <= ckpt["test_accuracy"] <= 1.0 and ckpt["test_images"] > 1000
+    assert ckpt["class_names"] and ckpt["preprocess"]["color_mode"] in ("L", "RGB")
+    assert ckpt["hparams"]["limit"] == 512
+    hist = json.loads((out / "history.json").read_text())
+    assert hist["history"][0]["epoch"] == 1 and hist["test_accuracy"] == ckpt["test_accuracy"]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "test accuracy" in result.output and "epoch   1/1" in result.output
+
+
+def test_gru_short_real_run_is_well_above_chance(cli, tmp_path):
+    result = cli("train", "--model", "gru", "--epochs", "3", "--limit", "6000", "--artifacts", tmp_path)
+    assert result.exit_code == 0, result.output
+    acc = _state(tmp_path / "gru" / "checkpoint.pt")["test_accuracy"]
+    assert acc >= 0.60, f"gru reached only {acc:.3f} on the 10,000 test images"
+
+
+def test_same_seed_same_checkpoint(cli, tmp_path):
+    for run in ("a", "b"):
+        assert cli("train", "--model", "rnn", "--epochs", "1", "--limit", "300", "--seed", "7",
+                   "--artifacts", tmp_path / run).exit_code == 0
+    a, b = _state(tmp_path / "a/rnn/checkpoint.pt"), _state(tmp_path / "b/rnn/checkpoint.pt")
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    c = tmp_path / "c"
+    assert cli("train", "--model", "rnn", "--epochs", "1", "--limit", "300", "--seed", "8",
+               "--artifacts", c).exit_code == 0
+    assert not torch.equal(a["state_dict"]["head.weight"], _state(c / "rnn/checkpoint.pt")["state_dict"]["head.weight"])
+
+
+def test_interrupted_run_resumes_to_the_same_model(cli, tmp_path, monkeypatch):
+    args = ("train", "--model", "gru", "--epochs", "2", "--limit", "400")
+    assert cli(*args, "--artifacts", tmp_path / "whole").exit_code == 0
+
+    import edgecls.train.trainer as trainer
+
+    real_eval, calls = trainer.evaluate_split, []
+
+    def interrupt_in_epoch_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(trainer, "evaluate_split", interrupt_in_epoch_two)
+    stopped = cli(*args, "--artifacts", tmp_path / "cut")
+    assert stopped.exit_code == 130 and "--resume" in stopped.output
+    partial = ckpt_io.load(tmp_path / "cut/gru/resume.pt", "gru")
+    assert partial["epoch"] == 1  # the finished epoch survived intact
+    monkeypatch.setattr(trainer, "evaluate_split", real_eval)
+
+    resumed = cli(*args, "--artifacts", tmp_path / "cut", "--resume")
+    assert resumed.exit_code == 0 and "resuming after epoch 1 of 2" in resumed.output
+    whole, cut = _state(tmp_path / "whole/gru/checkpoint.pt"), _state(tmp_path / "cut/gru/checkpoint.pt")
+    assert whole["best_epoch"] == cut["best_epoch"]
+    assert all(torch.equal(whole["state_dict"][k], cut["state_dict"][k]) for k in whole["state_dict"])
+    assert [h["val_loss"] for h in whole["history"]] == [h["val_loss"] for h in cut["history"]]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"good")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("disk full")
+    assert target.read_bytes() == b"good" and list(tmp_path.iterdir()) == [target]
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+@pytest.fixture
+def trained(cli, tmp_path):
+    """A finished one-epoch gru run; returns (artifacts dir, checkpoint bytes)."""
+    assert cli("train", "--model", "gru", "--epochs", "1", "--limit", "200", "--artifacts", tmp_path).exit_code == 0
+    return tmp_path, (tmp_path / "gru/checkpoint.pt").read_bytes()
+
+
+def test_bad_epochs(cli, trained):
+    art, before = trained
+    assert_one_line_error(cli("train", "--model", "gru", "--epochs", "0", "--artifacts", art), "--epochs", "at least 1")
+    assert (art / "gru/checkpoint.pt").read_bytes() == before
+
+
+def test_unwritable_artifacts_dir(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert_one_line_error(cli("train", "--model", "gru", "--epochs", "1", "--limit", "100",
+                              "--artifacts", blocker / "sub"), "cannot create folder")
+
+
+def test_missing_data(cli, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("train", "--model", "lstm", "--epochs", "1", "--data-dir", empty, "--artifacts", tmp_path,
+                 EDGECLS_DATA="", EDGECLS_NO_DOWNLOAD="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    assert_one_line_error(result, "EMNIST bymerge not found", "--data-dir", "EDGECLS_DATA")
+    assert not (tmp_path / "lstm" / "checkpoint.pt").exists()
+
+
+def test_data_dir_that_is_not_a_folder(cli, tmp_path):
+    assert_one_line_error(cli("train", "--model", "gru", "--data-dir", tmp_path / "nope", "--artifacts", tmp_path),
+                          "is not a folder")
+
+
+def test_resume_without_checkpoint(cli, tmp_path):
+    assert_one_line_error(cli("train", "--model", "rnn", "--resume", "--artifacts", tmp_path),
+                          "no resume state", "edgecls train --model rnn")
+
+
+def test_resume_with_another_models_checkpoint(cli, trained):
+    art, before = trained
+    (art / "rnn").mkdir()
+    (art / "rnn/resume.pt").write_bytes((art / "gru/resume.pt").read_bytes())
+    assert_one_line_error(cli("train", "--model", "rnn", "--resume", "--artifacts", art), "holds model 'gru'")
+    assert (art / "gru/checkpoint.pt").read_bytes() == before
+
+
+def test_resume_of_a_finished_run_and_changed_settings(cli, trained):
+    art, before = trained
+    assert_one_line_error(cli("train", "--model", "gru", "--resume", "--artifacts", art), "--epochs N with N > 1")
+    assert_one_line_error(cli("train", "--model", "gru", "--resume", "--epochs", "2", "--lr", "0.5",
+                              "--artifacts", art), "cannot change --lr")
+    assert (art / "gru/checkpoint.pt").read_bytes() == before
+
+
+def test_corrupt_resume_file(cli, trained):
+    art, _ = trained
+    data = (art / "gru/resume.pt").read_bytes()
+    (art / "gru/resume.pt").write_bytes(data[: len(data) // 2])
+    assert_one_line_error(cli("train", "--model", "gru", "--resume", "--epochs", "2", "--artifacts", art),
+                          "not a readable edgecls resume state")
+
+
+def test_cuda_asked_without_gpu(cli, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    assert_one_line_error(cli("train", "--model", "gru", "--device", "cuda", "--artifacts", tmp_path),
+                          "--device cuda")

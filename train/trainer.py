@@ -1,0 +1,240 @@
+"""The training loop: seeded split, cosine schedule, best-by-validation-loss checkpoint, resumable."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import edgecls
+from edgecls import checkpoint as ckpt_io
+from edgecls.data import ImageSet, augment, load_for_spec, normalize
+from edgecls.errors import EdgeclsError
+from edgecls.fileio import ensure_writable_dir, write_json
+from edgecls.registry import ModelSpec, get_spec
+
+from .curves import plot_curves
+
+# Settings a resumed run must keep: changing them mid-run would make a different model.
+FIXED_ON_RESUME = ("batch_size", "lr", "weight_decay", "label_smoothing", "augment", "grad_clip", "limit",
+                   "seed", "val_fraction")
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    label_smoothing: float
+    augment: list[str]
+    grad_clip: float
+    limit: int | None = None
+    seed: int = 0
+    val_fraction: float = 0.1
+    warmup_epochs: float = 1.0
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, **overrides: Any) -> "TrainConfig":
+        values = {**spec.hparams, **{k: v for k, v in overrides.items() if v is not None}}
+        names = {f.name for f in fields(cls)}
+        return cls(model=spec.name, **{k: v for k, v in values.items() if k in names})
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise EdgeclsError(f"--epochs must be at least 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            raise EdgeclsError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if not self.lr > 0:
+            raise EdgeclsError(f"--lr must be positive (got {self.lr})")
+        if self.limit is not None and self.limit < 20:
+            raise EdgeclsError(f"--limit must be at least 20 images (got {self.limit})")
+        if not 0 < self.val_fraction < 1:
+            raise EdgeclsError(f"validation fraction must lie between 0 and 1 (got {self.val_fraction})")
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    best_epoch: int
+    test_accuracy: float
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EdgeclsError("--device cuda asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
+    return torch.device(device)
+
+
+def split_indices(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (train, validation) index split of the training set, after the optional --limit."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    if cfg.limit is not None:
+        order = order[:cfg.limit]
+    n_val = max(1, round(len(order) * cfg.val_fraction))
+    return order[n_val:], order[:n_val]
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up, then cosine decay to zero; a pure function of the step, so resuming is exact."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, data: ImageSet, spec: ModelSpec, device: torch.device,
+                   batch_size: int = 512) -> torch.Tensor:
+    model.eval()
+    images = data.images()
+    out = [model(normalize(images[i:i + batch_size], spec.preprocess).to(device)).float().cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def evaluate_split(model, data: ImageSet, spec, device, loss_fn) -> tuple[float, float]:
+    logits = predict_logits(model, data, spec, device)
+    loss = nn.functional.cross_entropy(logits, data.labels).item()
+    acc = (logits.argmax(1) == data.labels).float().mean().item()
+    return loss, acc
+
+
+def run_dir(artifacts: str | Path, model: str) -> Path:
+    return Path(artifacts) / model
+
+
+def train(spec_name: str, *, artifacts: str | Path = "artifacts", data_dir: str | None = None,
+          device: str = "auto", resume: bool = False, echo: Callable[[str], None] = print,
+          **overrides: Any) -> TrainResult:
+    """Train `spec_name` with the spec's defaults, overridden by `overrides` (TrainConfig fields)."""
+    spec = get_spec(spec_name)
+    out = run_dir(artifacts, spec.name)
+    state = None
+    if resume:
+        state = ckpt_io.load(out / "resume.pt", spec.name, kind="resume state")
+        saved = TrainConfig(**state["config"])
+        changed = [k for k in FIXED_ON_RESUME if overrides.get(k) is not None and overrides[k] != getattr(saved, k)]
+        if changed:
+            raise EdgeclsError(f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed)} "
+                               f"when resuming; start a new run without --resume instead")
+        cfg = saved
+        if overrides.get("epochs") is not None:
+            cfg.epochs = overrides["epochs"]
+        if state["epoch"] >= cfg.epochs:
+            raise EdgeclsError(f"{out / 'resume.pt'} has finished all {state['epoch']} epochs; "
+                               f"pass --epochs N with N > {state['epoch']} to train further")
+    else:
+        cfg = TrainConfig.from_spec(spec, **overrides)
+    cfg.check()
+    dev = resolve_device(device)
+    ensure_writable_dir(out)
+
+    full_train = load_for_spec(spec, "train", data_dir)
+    test = load_for_spec(spec, "test", data_dir)
+    train_idx, val_idx = split_indices(len(full_train), cfg)
+    train_set, val_set = full_train.subset(train_idx), full_train.subset(val_idx)
+    echo(f"{spec.name}: {len(train_set)} train / {len(val_set)} validation / {len(test)} test images "
+         f"from {full_train.source}; device {dev}")
+
+    torch.manual_seed(cfg.seed)
+    model = spec.build().to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    history: list[dict] = []
+    best = {"val_loss": math.inf, "epoch": 0}
+    start_epoch = 1
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_state"])
+        history, best = state["history"], state["best"]
+        start_epoch = state["epoch"] + 1
+        echo(f"resuming after epoch {state['epoch']} of {cfg.epochs}")
+
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = min(total_steps // 2, round(cfg.warmup_epochs * steps_per_epoch))
+    base_ckpt = {
+        "format": ckpt_io.FORMAT, "model": spec.name, "dataset": spec.dataset, "data_source": full_train.source,
+        "preprocess": ckpt_io.preprocess_dict(spec), "class_names": list(spec.class_names),
+        "hparams": asdict(cfg), "edgecls_version": edgecls.__version__,
+    }
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        model.train()
+        # Per-epoch generator: the data order and augmentation of epoch e do not depend on earlier epochs.
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(train_set), generator=gen)
+        images, labels = train_set.images(), train_set.labels
+        t0 = time.perf_counter()
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
+                   file=sys.stderr, disable=None, dynamic_ncols=True)
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x = normalize(augment(images[idx], cfg.augment, gen), spec.preprocess).to(dev)
+            y = labels[idx].to(dev)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at((epoch - 1) * steps_per_epoch + b, total_steps, warmup, cfg.lr)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            bar.update()
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        val_loss, val_acc = evaluate_split(model, val_set, spec, dev, loss_fn)
+        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_loss": val_loss,
+               "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": train_seconds,
+               "images_per_s": seen / train_seconds}
+        history.append(row)
+        improved = val_loss < best["val_loss"]
+        if improved:
+            best = {"val_loss": val_loss, "epoch": epoch}
+            ckpt_io.save({**base_ckpt, "state_dict": _cpu_state(model), "best_epoch": epoch, "val_accuracy": val_acc,
+                          "history": history, "test_accuracy": None}, out / "checkpoint.pt")
+        ckpt_io.save({"format": ckpt_io.FORMAT, "model": spec.name, "config": asdict(cfg), "epoch": epoch,
+                      "state_dict": _cpu_state(model), "optimizer": optimizer.state_dict(),
+                      "rng_state": torch.get_rng_state(), "history": history, "best": best}, out / "resume.pt")
+        write_json(out / "history.json", {"model": spec.name, "config": asdict(cfg), "history": history})
+        plot_curves(history, spec.name, out / "curves.png")
+        echo(f"epoch {epoch:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%  "
+             f"val loss {val_loss:.4f} acc {100 * val_acc:6.2f}%  {row['images_per_s']:.0f} img/s  "
+             f"{train_seconds:.1f}s{'  *best' if improved else ''}")
+
+    final = ckpt_io.load(out / "checkpoint.pt", spec.name)
+    _, best_model = ckpt_io.model_from_checkpoint(final)
+    best_model.to(dev)
+    _, test_acc = evaluate_split(best_model, test, spec, dev, loss_fn)
+    final.update(history=history, test_accuracy=test_acc, test_images=len(test),
+                 finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    ckpt_io.save(final, out / "checkpoint.pt")
+    write_json(out / "history.json", {"model": spec.name, "config": asdict(cfg), "history": history,
+                                      "best_epoch": final["best_epoch"], "test_accuracy": test_acc})
+    echo(f"test accuracy {100 * test_acc:.2f}% ({len(test)} images, best epoch {final['best_epoch']}); "
+         f"checkpoint {out / 'checkpoint.pt'}")
+    return TrainResult(out / "checkpoint.pt", final["best_epoch"], test_acc, history)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
