@@ -81,5 +81,27 @@ def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, arti
           epochs=epochs, batch_size=batch_size, lr=lr, limit=limit, seed=seed)
 
 
+@main.command("export")
+@model_option
+@click.option("--checkpoint", type=click.Path(), default=None,
+              help="Checkpoint to export [default: <artifacts>/<model>/checkpoint.pt].")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset to write.")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
+              help="torch.onnx exporter; auto exports with both, validates both and keeps the faster.")
+@click.option("--atol", type=float, default=None, help="Max |logit difference| accepted [the model's, 1e-4].")
+@data_dir_option
+@artifacts_option
+@click.option("--no-validate", is_flag=True,
+              help="DANGEROUS: skip the parity check against PyTorch (the file is labelled unvalidated).")
+@user_errors
+def export_cmd(model, checkpoint, opset, exporter, atol, data_dir, artifacts, no_validate):
+    """Export MODEL to <artifacts>/<model>/model.onnx and check it against PyTorch; a parity failure
+    exits non-zero and leaves no model.onnx behind."""
+    from edgecls.export import export_model
+
+    export_model(model, artifacts=artifacts, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
+                 validate_parity=not no_validate, data_dir=data_dir, echo=click.echo)
+
+
 if __name__ == "__main__":
     main()

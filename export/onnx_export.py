@@ -1,0 +1,200 @@
+"""Checkpoint -> ONNX with a named dynamic batch axis, validated against eager PyTorch in the same step.
+
+The file is written under a temporary name and renamed over `model.onnx` only after onnx's full
+checker and the parity validation pass: a failed export never replaces a good model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+
+import edgecls
+from edgecls import checkpoint as ckpt_io
+from edgecls.data import load_for_spec, normalize
+from edgecls.errors import EdgeclsError
+from edgecls.fileio import ensure_writable_dir, write_json
+from edgecls.registry import ModelSpec
+from edgecls.runtime.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo
+
+from .validate import BATCH_SIZES, ParityReport, batch_dim_names, op_types, time_onnx, validate
+
+EXPORTERS = ("torchscript", "dynamo")
+DEFAULT_OPSET = 18  # the dynamo exporter's native opset; ORT >= 1.14 runs it
+MIN_OPSET = 14  # GRU/LSTM/RNN with batch_first layouts and the ops these graphs use
+TIE_MARGIN = 0.10  # within 10 % of each other, the smaller graph (fewer nodes) wins: timings are noisy
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    report_path: Path
+    exporter: str
+    report: dict
+
+
+def _export_one(model: torch.nn.Module, spec: ModelSpec, exporter: str, opset: int, target: Path) -> None:
+    # Batch 2, never 1: an example batch of 1 lets exporters specialize the dimension to a constant.
+    example = (torch.randn(2, *spec.input_shape),)
+    kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            torch.onnx.export(model, example, str(target), dynamo=True, external_data=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), **kwargs)
+        else:
+            torch.onnx.export(model, example, str(target), dynamo=False,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **kwargs)
+
+
+def _name_batch_axis(target: Path) -> None:
+    """Name the batch axis 'batch' on input and output whatever the exporter called it."""
+    model = onnx.load(str(target))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dim = value.type.tensor_type.shape.dim[0]
+        if dim.dim_param:
+            dim.dim_param = "batch"
+    onnx.save(model, str(target))
+
+
+def _real_inputs(spec: ModelSpec, data_dir: str | None, count: int = max(BATCH_SIZES)):
+    """The first test images, normalized as in training; (None, reason) where no data is at hand."""
+    try:
+        test = load_for_spec(spec, "test", data_dir, download=False)
+    except EdgeclsError as exc:
+        return None, str(exc)
+    idx = torch.linspace(0, len(test) - 1, count).round().long()  # spread over all classes
+    return normalize(test.images(idx), spec.preprocess), test.source
+
+
+def check_opset(opset: int) -> None:
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise EdgeclsError(f"--opset {opset} is not supported: the installed onnx {onnx.__version__} writes "
+                           f"opsets {MIN_OPSET}..{newest} for these models")
+
+
+def export_model(name: str, *, artifacts: str | Path = "artifacts", checkpoint: str | Path | None = None,
+                 opset: int = DEFAULT_OPSET, exporter: str = "auto", atol: float | None = None,
+                 validate_parity: bool = True, data_dir: str | None = None,
+                 echo: Callable[[str], None] = print) -> ExportResult:
+    """Export `name` to <artifacts>/<name>/model.onnx and write export.json; raises EdgeclsError when
+    the ONNX file does not reproduce the eager logits."""
+    if exporter not in ("auto", *EXPORTERS):
+        raise EdgeclsError(f"unknown exporter {exporter!r}; use auto, {' or '.join(EXPORTERS)}")
+    check_opset(opset)
+    out = Path(artifacts) / name
+    ckpt_path = Path(checkpoint) if checkpoint else out / "checkpoint.pt"
+    ckpt = ckpt_io.load(ckpt_path, name)
+    spec, model = ckpt_io.model_from_checkpoint(ckpt)
+    atol = spec.atol if atol is None else atol
+    if not atol > 0:
+        raise EdgeclsError(f"--atol must be positive (got {atol})")
+    ensure_writable_dir(out)
+    real, real_source = _real_inputs(spec, data_dir) if validate_parity else (None, "validation skipped")
+    if validate_parity and real is None:
+        echo(f"note: no real test images for validation ({real_source}); using random inputs only")
+
+    candidates = list(EXPORTERS) if exporter == "auto" else [exporter]
+    tried: dict[str, dict] = {}
+    tmp_files: dict[str, Path] = {}
+    try:
+        for exp in candidates:
+            tmp = out / f".model.{exp}.{os.getpid()}.onnx.tmp"
+            tmp_files[exp] = tmp
+            try:
+                _export_one(model, spec, exp, opset, tmp)
+                _name_batch_axis(tmp)
+                onnx.checker.check_model(str(tmp), full_check=True)
+            except Exception as exc:  # exporter limits, unsupported opsets: reported per exporter
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                tried[exp] = {"exported": False, "error": msg[:500]}
+                continue
+            entry = {"exported": True, "batch_dims": batch_dim_names(str(tmp)), "op_types": op_types(str(tmp))}
+            entry["nodes"] = sum(entry["op_types"].values())
+            if validate_parity:
+                parity = validate(str(tmp), model, spec.input_shape, atol, real)
+                entry.update(passed=parity.passed and entry["batch_dims"] == ["batch", "batch"],
+                             parity=parity.rows, summary=parity.summary())
+                if entry["batch_dims"] != ["batch", "batch"]:
+                    entry["summary"] = f"batch axis not symbolic: {entry['batch_dims']}"
+            else:
+                entry["passed"] = entry["batch_dims"] == ["batch", "batch"]
+            if exporter == "auto" and entry["passed"]:
+                entry["timing"] = time_onnx(str(tmp), spec.input_shape)
+            tried[exp] = entry
+
+        chosen, why = _choose(tried, exporter)
+        report = {
+            "model": name, "checkpoint": str(ckpt_path), "onnx": str(out / "model.onnx"),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "edgecls_version": edgecls.__version__, "torch_version": torch.__version__,
+            "onnx_version": onnx.__version__, "opset": opset, "atol": atol, "exporter_requested": exporter,
+            "exporter": chosen, "why": why, "validated": validate_parity, "real_images": real_source,
+            "batch_sizes": list(BATCH_SIZES), "passed": chosen is not None, "exporters": tried,
+        }
+        report_path = out / "export.json"
+        if chosen is None:
+            write_json(report_path, report)
+            raise EdgeclsError(f"export of {name} failed validation: {why}; report in {report_path}, "
+                               f"model.onnx not written")
+        info = ModelInfo(model=name, class_names=spec.class_names, input_shape=spec.input_shape,
+                         color_mode=spec.preprocess.color_mode, mean=spec.preprocess.mean,
+                         std=spec.preprocess.std, scale=spec.preprocess.scale,
+                         test_accuracy=ckpt.get("test_accuracy"), edgecls_version=edgecls.__version__,
+                         exporter=chosen, opset=opset, validated=validate_parity)
+        final_tmp = tmp_files[chosen]
+        onnx_model = onnx.load(str(final_tmp))
+        del onnx_model.metadata_props[:]
+        for key, value in info.to_props(dataset=spec.dataset, input_name=INPUT_NAME,
+                                        output_name=OUTPUT_NAME).items():
+            onnx_model.metadata_props.add(key=key, value=value)
+        onnx_model.producer_name, onnx_model.producer_version = "edgecls", edgecls.__version__
+        onnx.save(onnx_model, str(final_tmp))
+        onnx.checker.check_model(str(final_tmp), full_check=True)
+        os.replace(final_tmp, out / "model.onnx")
+        write_json(report_path, report)
+    finally:
+        for tmp in tmp_files.values():
+            tmp.unlink(missing_ok=True)
+    if not validate_parity:
+        echo("WARNING: --no-validate: model.onnx was NOT checked against the PyTorch model")
+    else:
+        echo(f"{name}: {tried[chosen]['summary']}")
+    echo(f"exported {name} with the {chosen} exporter (opset {opset}): {out / 'model.onnx'}; {why}")
+    return ExportResult(out / "model.onnx", report_path, chosen, report)
+
+
+def _score(timing: dict[str, float]) -> float:
+    """Geometric mean of ms per image at batch 1 (latency) and batch 64 (throughput)."""
+    return math.sqrt(timing["batch_1_ms_per_image"] * timing["batch_64_ms_per_image"])
+
+
+def _choose(tried: dict[str, dict], requested: str) -> tuple[str | None, str]:
+    passed = {k: v for k, v in tried.items() if v.get("passed")}
+    if not passed:
+        reasons = "; ".join(f"{k}: {v.get('summary') or v.get('error')}" for k, v in tried.items())
+        return None, reasons
+    if requested != "auto":
+        return requested, "requested"
+    if len(passed) == 1:
+        (only,) = passed
+        other = next(k for k in tried if k != only)
+        return only, f"only {only} passed ({other}: {tried[other].get('summary') or tried[other].get('error')})"
+    scores = {k: _score(v["timing"]) for k, v in passed.items()}
+    fastest = min(scores, key=scores.get)
+    smallest = min(passed, key=lambda k: passed[k]["nodes"])
+    pick = smallest if scores[smallest] <= scores[fastest] * (1 + TIE_MARGIN) else fastest
+    detail = ", ".join(f"{k} {scores[k]:.4f} ms/img ({passed[k]['nodes']} nodes)" for k in scores)
+    rule = "fastest" if pick == fastest else f"within {TIE_MARGIN:.0%} of the fastest and the smallest graph"
+    return pick, f"both passed; {pick} is {rule} (geometric mean of batch-1 and batch-64 time: {detail})"

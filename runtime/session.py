@@ -1,0 +1,107 @@
+"""ONNX Runtime sessions with explicit providers: CUDA is either really in use or an error, never a
+silent CPU fallback (ORT's own behaviour when the CUDA provider fails to load)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from typing import Iterator
+
+import onnxruntime as ort
+
+from edgecls.errors import EdgeclsError
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Options chosen on purpose:
+    - ORT_ENABLE_ALL: every graph fusion (Conv+BN+ReLU, Gemm, layout); all are exact in fp32 up to
+      rounding, which the parity checks bound;
+    - intra-op threads = `threads` (None: ORT's default, one per physical core); one inter-op thread and
+      sequential execution, since these graphs are chains with no parallel branches;
+    - log severity 3 (errors): ORT warns about benign things like unused initializers.
+    """
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return opts
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Capture what ORT's C++ side writes to file descriptor 2 (its CUDA load errors go there)."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile(mode="w+") as buf:
+        saved = os.dup(2)
+        try:
+            os.dup2(buf.fileno(), 2)
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            lines.extend(buf.read().splitlines())
+
+
+def _cuda_failure_reason(log: list[str]) -> str:
+    text = "\n".join(log)
+    m = re.search(r"with error: ([^\n\x1b]+)", text)
+    if m:
+        return m.group(1).strip()
+    m = re.search(r"Failed to create CUDAExecutionProvider\.? ?([^\n\x1b]*)", text)
+    if m:
+        return ("CUDA provider failed to start" + (f": {m.group(1).strip()}" if m.group(1).strip() else ""))
+    return "the CUDA provider did not load (no usable GPU, CUDA or cuDNN)"
+
+
+def _preload_cuda_libraries() -> None:
+    # onnxruntime-gpu >= 1.21 can load the CUDA/cuDNN libraries that pip-installed torch brings along.
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.suppress(Exception), _captured_stderr():
+            preload()
+
+
+def create_session(path: str, provider: str = "auto", threads: int | None = None
+                   ) -> tuple[ort.InferenceSession, str]:
+    """An InferenceSession on `provider` ("cpu", "cuda" or "auto"), and for `auto` on the CPU the
+    reason CUDA was not taken ("" otherwise)."""
+    if provider not in ("auto", "cpu", "cuda"):
+        raise EdgeclsError(f"unknown provider {provider!r}; use auto, cpu or cuda")
+    opts = session_options(threads)
+    if provider in ("auto", "cuda"):
+        reason = None
+        if PROVIDERS["cuda"] not in ort.get_available_providers():
+            reason = "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
+        else:
+            _preload_cuda_libraries()
+            with _captured_stderr() as log:
+                try:
+                    session = ort.InferenceSession(path, opts, providers=[PROVIDERS["cuda"], PROVIDERS["cpu"]])
+                except Exception as exc:
+                    raise _load_error(path, exc) from None
+            if session.get_providers()[0] == PROVIDERS["cuda"]:
+                return session, ""
+            reason = _cuda_failure_reason(log)
+            if provider == "auto":  # ORT already fell back to the CPU provider in this session
+                return session, reason
+        if provider == "cuda":
+            raise EdgeclsError(f"CUDA execution provider unavailable: {reason}; use --provider cpu")
+    else:
+        reason = ""
+    try:
+        return ort.InferenceSession(path, opts, providers=[PROVIDERS["cpu"]]), reason
+    except Exception as exc:
+        raise _load_error(path, exc) from None
+
+
+def _load_error(path: str, exc: Exception) -> EdgeclsError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return EdgeclsError(f"ONNX Runtime cannot load {path}: {first[:300]}")

@@ -1,0 +1,205 @@
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import edgecls.models
+from edgecls import checkpoint as ckpt_io
+from edgecls.errors import EdgeclsError
+from edgecls.export import export_model
+from edgecls.registry import _SPECS, ModelSpec, get_spec, model_names
+from edgecls.runtime.metadata import ModelInfo
+
+from conftest import assert_one_line_error
+
+
+def write_checkpoint(spec: ModelSpec, path, seed=0, model=None):
+    """A randomly initialised checkpoint in the training format."""
+    torch.manual_seed(seed)
+    model = model or spec.build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_io.save({"format": ckpt_io.FORMAT, "model": spec.name, "state_dict": model.state_dict(),
+                  "preprocess": ckpt_io.preprocess_dict(spec), "class_names": list(spec.class_names),
+                  "test_accuracy": None, "best_epoch": 0, "history": []}, path)
+    return model.eval()
+
+
+def graph(path):
+    return onnx.load(str(path))
+
+
+def batch_dims(path):
+    g = graph(path).graph
+    return [v.type.tensor_type.shape.dim[0].dim_param for v in (g.input[0], g.output[0])]
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_export_random_init_both_exporters_and_auto(data_root, tmp_path, name):
+    spec = get_spec(name)
+    model = write_checkpoint(spec, tmp_path / name / "checkpoint.pt")
+    result = export_model(name, artifacts=tmp_path, echo=lambda s: None)
+    report = json.loads(result.report_path.read_text())
+    assert report["passed"] and report["exporter"] in ("torchscript", "dynamo") and report["why"]
+    for exp in ("torchscript", "dynamo"):  # both exporters work for every model of the zoo
+        entry = report["exporters"][exp]
+        assert entry["passed"], entry
+        rows = {(r["inputs"], r["batch"]) for r in entry["parity"]}
+        assert rows == {(k, b) for k in ("random", "real") for b in (1, 2, 7, 64)}
+        assert max(r["max_abs_diff"] for r in entry["parity"]) <= spec.atol
+        assert all(r["argmax_mismatches"] == 0 for r in entry["parity"])
+        assert entry["batch_dims"] == ["batch", "batch"] and entry["timing"]["batch_64_ms_per_image"] > 0
+    onnx_path = tmp_path / name / "model.onnx"
+    assert batch_dims(onnx_path) == ["batch", "batch"]
+    # a batch size that validation never used, against eager
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, *spec.input_shape)
+    with torch.inference_mode():
+        eager = model(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], eager, atol=spec.atol, rtol=0)
+    # metadata round-trip: everything the runtime needs, without the registry
+    info = ModelInfo.from_props({p.key: p.value for p in graph(onnx_path).metadata_props})
+    assert info.model == name and info.class_names == spec.class_names and info.input_shape == spec.input_shape
+    assert info.mean == spec.preprocess.mean and info.std == spec.preprocess.std
+    assert info.color_mode == spec.preprocess.color_mode and info.exporter == report["exporter"]
+    assert info.opset == 18 and info.validated
+    onnx.checker.check_model(str(onnx_path), full_check=True)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_export_briefly_trained_model_through_cli(cli, tmp_path, name):
+    assert cli("train", "--model", name, "--epochs", "1", "--limit", "300", "--artifacts", tmp_path).exit_code == 0
+    result = cli("export", "--model", name, "--artifacts", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "exported" in result.output and "max |Δlogit|" in result.output
+    report = json.loads((tmp_path / name / "export.json").read_text())
+    assert "FashionMNIST" in report["real_images"] or "EMNIST" in report["real_images"] or "CIFAR" in report["real_images"]
+    assert report["passed"]
+    ckpt = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+    props = {p.key: p.value for p in graph(tmp_path / name / "model.onnx").metadata_props}
+    assert float(props["test_accuracy"]) == pytest.approx(ckpt["test_accuracy"])
+
+
+def test_exporters_differ_as_documented_for_rnn(tmp_path):
+    """TorchScript keeps nn.RNN as one ONNX RNN node; dynamo unrolls it into per-step MatMul/Tanh."""
+    spec = get_spec("rnn")
+    write_checkpoint(spec, tmp_path / "rnn" / "checkpoint.pt")
+    ops = {}
+    for exp in ("torchscript", "dynamo"):
+        export_model("rnn", artifacts=tmp_path, exporter=exp, echo=lambda s: None)
+        ops[exp] = {n.op_type for n in graph(tmp_path / "rnn" / "model.onnx").graph.node}
+        assert json.loads((tmp_path / "rnn" / "export.json").read_text())["exporter"] == exp
+    assert "RNN" in ops["torchscript"] and "RNN" not in ops["dynamo"] and "Tanh" in ops["dynamo"]
+
+
+def test_gru_linear_before_reset_matches_pytorch(tmp_path):
+    """PyTorch's GRU applies the reset gate after the hidden matmul: ONNX linear_before_reset=1."""
+    spec = get_spec("gru")
+    write_checkpoint(spec, tmp_path / "gru" / "checkpoint.pt")
+    export_model("gru", artifacts=tmp_path, exporter="torchscript", echo=lambda s: None)
+    grus = [n for n in graph(tmp_path / "gru" / "model.onnx").graph.node if n.op_type == "GRU"]
+    assert grus and all(onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "linear_before_reset")) == 1
+                        for n in grus)
+
+
+class FrozenBatchGRU(nn.Module):
+    """The classic bug: an initial hidden state built for a fixed batch size."""
+
+    def __init__(self, c, h, w, k):
+        super().__init__()
+        self.rnn, self.head = nn.GRU(c * w, 16, batch_first=True), nn.Linear(16, k)
+
+    def forward(self, x):
+        h0 = torch.zeros(1, int(x.shape[0]), 16)  # right in eager; tracing freezes the example's batch
+        out, _ = self.rnn(edgecls.models.rows_as_sequence(x), h0)
+        return self.head(out[:, -1])
+
+
+def test_frozen_batch_is_caught_and_nothing_written(tmp_path, monkeypatch):
+    spec = ModelSpec(name="frozen", summary="", dataset="fashion-mnist", builder="frozen_batch_gru",
+                     builder_kwargs={}, preprocess=get_spec("gru").preprocess,
+                     class_names=get_spec("gru").class_names, hparams={})
+    monkeypatch.setattr(edgecls.models, "frozen_batch_gru", FrozenBatchGRU, raising=False)
+    monkeypatch.setitem(_SPECS, "frozen", spec)
+    write_checkpoint(spec, tmp_path / "frozen" / "checkpoint.pt")
+    with pytest.raises(EdgeclsError) as err:
+        export_model("frozen", artifacts=tmp_path, exporter="torchscript", echo=lambda s: None)
+    assert "failed validation" in str(err.value)
+    assert not (tmp_path / "frozen" / "model.onnx").exists()
+    assert not list((tmp_path / "frozen").glob("*.tmp"))
+    report = json.loads((tmp_path / "frozen" / "export.json").read_text())
+    assert report["passed"] is False
+    assert any("ONNX Runtime failed" in r.get("error", "") for r in report["exporters"]["torchscript"]["parity"])
+    # dynamo specializes the int() to the example's 2: caught by the symbolic-batch check
+    with pytest.raises(EdgeclsError) as err:
+        export_model("frozen", artifacts=tmp_path, echo=lambda s: None)
+    assert "torchscript: worst at batch" in str(err.value) and "dynamo: batch axis not symbolic" in str(err.value)
+    assert not (tmp_path / "frozen" / "model.onnx").exists()
+
+
+# ------------------------------------------------------------------------ failures and bad input
+
+@pytest.fixture
+def exported(cli, tmp_path):
+    """gru exported once, with its model.onnx bytes."""
+    write_checkpoint(get_spec("gru"), tmp_path / "gru" / "checkpoint.pt")
+    assert cli("export", "--model", "gru", "--exporter", "torchscript", "--artifacts", tmp_path).exit_code == 0
+    return tmp_path, (tmp_path / "gru" / "model.onnx").read_bytes()
+
+
+def test_parity_failure_fails_the_command_and_keeps_the_good_model(cli, exported):
+    art, good = exported
+    result = cli("export", "--model", "gru", "--exporter", "torchscript", "--atol", "1e-12", "--artifacts", art)
+    msg = assert_one_line_error(result, "failed validation", "worst at batch", "max |Δlogit|")
+    assert "export.json" in msg
+    assert (art / "gru" / "model.onnx").read_bytes() == good
+    assert json.loads((art / "gru" / "export.json").read_text())["passed"] is False
+
+
+def test_missing_checkpoint_names_the_train_command(cli, tmp_path):
+    assert_one_line_error(cli("export", "--model", "lstm", "--artifacts", tmp_path),
+                          "no checkpoint", "edgecls train --model lstm")
+
+
+def test_checkpoint_of_another_model(cli, exported):
+    art, good = exported
+    result = cli("export", "--model", "rnn", "--checkpoint", art / "gru" / "checkpoint.pt", "--artifacts", art)
+    assert_one_line_error(result, "holds model 'gru', not 'rnn'")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_checkpoint(cli, exported, damage):
+    art, good = exported
+    path = art / "gru" / "checkpoint.pt"
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 3], "garbage": b"\x00not a checkpoint" * 50,
+                      "empty": b""}[damage])
+    assert_one_line_error(cli("export", "--model", "gru", "--artifacts", art), "not a readable edgecls checkpoint")
+    assert (art / "gru" / "model.onnx").read_bytes() == good
+
+
+@pytest.mark.parametrize("opset", ["5", "99"])
+def test_unsupported_opset(cli, exported, opset):
+    art, good = exported
+    assert_one_line_error(cli("export", "--model", "gru", "--opset", opset, "--artifacts", art),
+                          f"--opset {opset} is not supported")
+    assert (art / "gru" / "model.onnx").read_bytes() == good
+
+
+def test_unwritable_artifacts_dir(cli, exported, tmp_path):
+    art, _ = exported
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(cli("export", "--model", "gru", "--checkpoint", art / "gru" / "checkpoint.pt",
+                              "--artifacts", blocker), "cannot create folder")
+
+
+def test_no_validate_is_loud_and_labelled(cli, exported):
+    art, _ = exported
+    result = cli("export", "--model", "gru", "--exporter", "torchscript", "--no-validate", "--artifacts", art)
+    assert result.exit_code == 0 and "WARNING" in result.output and "NOT checked" in result.output
+    props = {p.key: p.value for p in graph(art / "gru" / "model.onnx").metadata_props}
+    assert props["validated"] == "false"
