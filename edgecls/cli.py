@@ -103,5 +103,68 @@ def export_cmd(model, checkpoint, opset, exporter, atol, data_dir, artifacts, no
                  validate_parity=not no_validate, data_dir=data_dir, echo=click.echo)
 
 
+class NothingRun(click.ClickException):
+    exit_code = 2
+
+
+provider_option = click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                               show_default=True,
+                               help="ONNX Runtime provider; cuda fails if CUDA cannot run, auto says what it took.")
+
+
+@main.command("infer", epilog="Exit codes: 0 every file classified; 1 some files skipped (unreadable or not "
+                              "images, reported on stderr and marked in the output); 2 nothing run (bad "
+                              "paths or options, missing or unusable model).")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "model", default=None, metavar="NAME", help="Use <artifacts>/<NAME>/model.onnx.")
+@click.option("--onnx", "onnx_file", type=click.Path(), default=None, help="An ONNX file made by edgecls export.")
+@provider_option
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--top-k", type=int, default=1, show_default=True, help="Labels shown per image.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--output", type=click.Path(), default=None, help="Write the results here instead of stdout.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [one per core].")
+@artifacts_option
+def infer_cmd(paths, model, onnx_file, provider, batch_size, top_k, fmt, output, threads, artifacts):
+    """Classify image files and folders (recursed) with ONNX Runtime only."""
+    from pathlib import Path
+
+    from .runtime.infer import infer
+
+    if (model is None) == (onnx_file is None):
+        raise NothingRun("give exactly one of --model NAME or --onnx FILE")
+    if model is not None:
+        from .registry import get_spec
+
+        try:
+            get_spec(model)
+        except EdgeclsError as exc:
+            raise NothingRun(str(exc)) from None
+        onnx_file = str(Path(artifacts) / model / "model.onnx")
+    try:
+        code = infer(list(paths), onnx_file, provider, batch_size, top_k, fmt, output, threads)
+    except EdgeclsError as exc:
+        raise NothingRun(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command("evaluate")
+@model_option
+@provider_option
+@data_dir_option
+@click.option("--limit", type=int, default=None, help="Evaluate N evenly spaced test images [all].")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [one per core].")
+@artifacts_option
+@user_errors
+def evaluate_cmd(model, provider, data_dir, limit, batch_size, threads, artifacts):
+    """Accuracy and logit parity of the ONNX model (ONNX Runtime) against the PyTorch checkpoint on the
+    real test split; writes parity.json and exits non-zero when the parity bar is missed."""
+    from .evaluate import evaluate
+
+    evaluate(model, artifacts=artifacts, provider=provider, data_dir=data_dir, limit=limit,
+             batch_size=batch_size, threads=threads, echo=click.echo)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,67 @@
+"""A plain classifier over an edgecls ONNX file: metadata in, predictions out, ONNX Runtime only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from edgecls.errors import EdgeclsError
+
+from .metadata import INPUT_NAME, ModelInfo
+from .preprocess import image_to_uint8, load_image, normalize
+from .session import create_session
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Classifier:
+    """classifier = Classifier("artifacts/gru/model.onnx", provider="auto")
+    labels, probabilities = classifier.predict(["shoe.png", pil_image, uint8_array])"""
+
+    def __init__(self, onnx_path: str | Path, provider: str = "auto", threads: int | None = None):
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise EdgeclsError(f"no ONNX model at {path}; run `edgecls export` first or pass --onnx FILE")
+        self.path = path
+        self.session, self.fallback_reason = create_session(str(path), provider, threads)
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.info = ModelInfo.from_props(props, source=str(path))
+        self.providers = self.session.get_providers()
+        self.provider = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.info.class_names
+
+    def to_uint8(self, image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
+        """A path, a Pillow image, or a uint8 array (H×W, H×W×C or C×H×W) -> uint8 [C, H, W]."""
+        if isinstance(image, (str, Path)):
+            image = load_image(str(image))
+        if isinstance(image, np.ndarray):
+            if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+                image = image.transpose(1, 2, 0)
+            image = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image)
+        return image_to_uint8(image, self.info)
+
+    def logits(self, batch_uint8: np.ndarray) -> np.ndarray:
+        """uint8 [N, C, H, W] in the model's size and mode -> logits [N, K]."""
+        return self.session.run(None, {INPUT_NAME: normalize(batch_uint8, self.info)})[0]
+
+    def predict(self, images: Sequence, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
+        """Top-1 labels and the probability matrix [N, K] for images of any mode and size."""
+        probs = [softmax(self.logits(np.stack([self.to_uint8(im) for im in chunk])))
+                 for chunk in _chunks(images, batch_size)]
+        p = np.concatenate(probs) if probs else np.zeros((0, len(self.class_names)), np.float32)
+        return [self.class_names[i] for i in p.argmax(1)], p
+
+
+def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

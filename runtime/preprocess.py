@@ -1,0 +1,71 @@
+"""Image file -> model input, from the ONNX file's metadata alone (Pillow + numpy, no torch).
+
+The arithmetic is the training pipeline's: uint8 pixels * scale, then (x - mean) / std per channel,
+in float32. Decoding and mode conversion are what a user's file needs to look like the training data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from .metadata import ModelInfo
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
+
+
+class ImageError(Exception):
+    """A file that is not a readable image; infer reports it and goes on with the others."""
+
+
+def load_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy() if im.mode != "P" else im.convert("RGBA")
+    except Exception as exc:  # Pillow raises many types for bad files
+        kind = "not an image" if "cannot identify" in str(exc) else f"unreadable image ({str(exc)[:120]})"
+        raise ImageError(kind) from None
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey modes -> 8-bit 'L' by scaling (Pillow's own conversion clips instead)."""
+    arr = np.asarray(im).astype(np.float64)
+    if im.mode.startswith("I;16"):
+        arr = arr / 257.0
+    elif im.mode == "F" and arr.max(initial=0) <= 1.0:
+        arr = arr * 255.0
+    elif im.mode == "I" and arr.max(initial=0) > 255:
+        arr = arr / 257.0
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+
+
+def convert_mode(im: Image.Image, mode: str) -> Image.Image:
+    """Any Pillow mode -> "L" or "RGB". Transparency is composited onto black: the background of
+    MNIST-style data (and a neutral choice for photos)."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        im = _to_8bit(im)
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        rgba = im.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(black, rgba)
+    return im if im.mode == mode else im.convert(mode)
+
+
+def image_to_uint8(im: Image.Image, info: ModelInfo) -> np.ndarray:
+    """Decoded image -> uint8 [C, H, W] in the model's color mode and size."""
+    c, h, w = info.input_shape
+    im = convert_mode(im, info.color_mode)
+    if im.size != (w, h):
+        im = im.resize((w, h), Image.BILINEAR)  # Pillow's resize filters antialias when shrinking
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def normalize(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """uint8 [N, C, H, W] -> float32 model input, the same arithmetic as edgecls.data.normalize."""
+    mean = np.asarray(info.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(info.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return ((batch.astype(np.float32) * np.float32(info.scale) - mean) / std).astype(np.float32)

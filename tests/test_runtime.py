@@ -1,0 +1,198 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgecls.data import load_for_spec, normalize
+from edgecls.export import export_model
+from edgecls.registry import get_spec, model_names
+from edgecls.runtime import Classifier, convert_mode
+
+from conftest import assert_one_line_error
+from test_export import write_checkpoint
+
+N_REAL = 24
+
+
+@pytest.fixture(scope="module")
+def exported_zoo(tmp_path_factory, data_root):
+    """Every model, randomly initialised and exported (torchscript: the quicker export)."""
+    art = tmp_path_factory.mktemp("zoo")
+    models = {}
+    for name in model_names():
+        models[name] = write_checkpoint(get_spec(name), art / name / "checkpoint.pt", seed=1)
+        export_model(name, artifacts=art, exporter="torchscript", echo=lambda s: None)
+    return art, models
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_runtime_matches_training_transforms_on_real_image_files(exported_zoo, tmp_path, name):
+    """Real test images saved as PNG files -> runtime (Pillow + numpy) gives the logits the eager model
+    gives on the training pipeline's tensors."""
+    art, models = exported_zoo
+    spec = get_spec(name)
+    test = load_for_spec(spec, "test")
+    idx = torch.linspace(0, len(test) - 1, N_REAL).round().long()
+    pixels = test.images(idx)
+    files = []
+    for i, img in enumerate(pixels.numpy()):
+        arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(arr).save(files[-1])
+    clf = Classifier(art / name / "model.onnx", provider="cpu")
+    runtime_logits = clf.logits(np.stack([clf.to_uint8(f) for f in files]))
+    with torch.inference_mode():
+        eager = models[name](normalize(pixels, spec.preprocess)).numpy()
+    np.testing.assert_allclose(runtime_logits, eager, atol=spec.atol, rtol=0)
+    labels, probs = clf.predict(files, batch_size=5)
+    assert labels == [spec.class_names[i] for i in eager.argmax(1)]
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+
+
+def test_every_input_mode_and_size(exported_zoo, data_root):
+    art, _ = exported_zoo
+    gray, rgb = Classifier(art / "gru" / "model.onnx", "cpu"), Classifier(art / "cnn" / "model.onnx", "cpu")
+    digit = load_for_spec(get_spec("gru"), "test").images(torch.tensor([0]))[0, 0].numpy()
+    base = Image.fromarray(digit, "L")
+    ref = gray.to_uint8(base)
+    # lossless re-encodings of the same grey picture must give the same model input
+    same = {
+        "RGB": base.convert("RGB"), "RGBA": base.convert("RGBA"), "LA": base.convert("LA"),
+        "P": base.convert("P"), "I;16": Image.fromarray(digit.astype(np.uint16) * 257),
+        "I": base.convert("I"), "F": Image.fromarray(digit.astype(np.float32) / 255), "array-HW": digit,
+    }
+    for mode, im in same.items():
+        assert np.array_equal(gray.to_uint8(im), ref), mode
+    # transparent pixels become black (the MNIST background)
+    clear = base.convert("RGBA")
+    clear.putalpha(0)
+    assert gray.to_uint8(clear).max() == 0
+    # other sizes are resized to the model's; CMYK and grey inputs become RGB for the CIFAR model
+    assert gray.to_uint8(base.resize((100, 60))).shape == (1, 28, 28)
+    assert rgb.to_uint8(base).shape == (3, 32, 32)
+    assert rgb.to_uint8(Image.new("CMYK", (50, 50), (0, 255, 255, 0))).tolist()[0][0][0] == 255  # red
+    assert convert_mode(Image.new("1", (4, 4), 1), "L").getpixel((0, 0)) == 255
+    labels, probs = rgb.predict([Image.new("RGBA", (64, 48), (10, 200, 30, 128)), np.zeros((3, 32, 32), np.uint8)])
+    assert len(labels) == 2 and probs.shape == (2, 10)
+
+
+def test_runtime_never_imports_torch(exported_zoo, tmp_path):
+    art, _ = exported_zoo
+    img = tmp_path / "x.png"
+    Image.new("L", (28, 28), 128).save(img)
+    code = (f"import sys\nfrom edgecls.runtime import Classifier\nfrom edgecls.runtime.infer import infer\n"
+            f"c = Classifier({str(art / 'gru' / 'model.onnx')!r}, 'cpu')\nprint(c.predict([{str(img)!r}])[0])\n"
+            f"infer([{str(img)!r}], {str(art / 'gru' / 'model.onnx')!r}, 'cpu')\n"
+            f"assert 'torch' not in sys.modules and 'torchvision' not in sys.modules, 'torch imported'\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_infer_cli_formats_and_exit_codes(cli, exported_zoo, tmp_path, data_root):
+    art, _ = exported_zoo
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    src = sorted((data_root / "CIFAR10-images" / "test" / "ship").iterdir())[:3]
+    for i, f in enumerate(src):
+        (folder / ("sub" if i else "") / f.name).write_bytes(f.read_bytes())
+    ok = cli("infer", folder, "--model", "cnn", "--artifacts", art, "--format", "json", "--top-k", "3")
+    assert ok.exit_code == 0, ok.output
+    rows = json.loads(ok.stdout)
+    assert [r["file"] for r in rows] == sorted(r["file"] for r in rows) and len(rows) == 3
+    assert all(len(r["top_k"]) == 3 and r["status"] == "ok" for r in rows)
+    assert "classified 3 of 3 files" in ok.stderr and "CPUExecutionProvider" in ok.stderr
+    # corrupt and non-image files: reported, marked, the rest classified, exit 1
+    (folder / "broken.jpg").write_bytes(src[0].read_bytes()[:200])
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out.csv"
+    some = cli("infer", folder, "--onnx", art / "cnn" / "model.onnx", "--format", "csv", "--output", out)
+    assert some.exit_code == 1
+    assert "skipped" in some.stderr and "broken.jpg" in some.stderr and "notes.txt" in some.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "file,status,label1,prob1" and len(lines) == 6
+    assert sum("error:" in line for line in lines) == 2 and sum(",ok," in line for line in lines) == 3
+    table = cli("infer", src[0], "--model", "cnn", "--artifacts", art)
+    assert table.exit_code == 0 and table.stdout.splitlines()[0].startswith("file")
+
+
+def test_infer_usage_errors_exit_2(cli, exported_zoo, tmp_path):
+    art, _ = exported_zoo
+    img = tmp_path / "a.png"
+    Image.new("L", (28, 28)).save(img)
+    (tmp_path / "empty").mkdir()
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"definitely not onnx")
+    import onnx
+
+    plain = onnx.load(str(art / "gru" / "model.onnx"))
+    del plain.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(plain, str(foreign))
+    cases = [
+        ((tmp_path / "missing.png", "--model", "gru"), "does not exist"),
+        ((tmp_path / "empty", "--model", "gru"), "holds no files"),
+        ((img, "--onnx", fake), "cannot load"),
+        ((img, "--onnx", foreign), "not made by `edgecls export`"),
+        ((img, "--onnx", tmp_path / "none.onnx"), "no ONNX model"),
+        ((img,), "exactly one of --model"),
+        ((img, "--model", "gruu"), "unknown model"),
+        ((img, "--model", "gru", "--top-k", "0"), "--top-k"),
+        ((img, "--model", "gru", "--output", tmp_path / "no" / "dir.csv"), "does not exist"),
+    ]
+    for args, needle in cases:
+        result = cli("infer", *args, "--artifacts", art)
+        assert result.exit_code == 2, (args, result.output)
+        assert_one_line_error(result, needle)
+
+
+def test_cuda_provider_without_gpu_is_one_line_and_auto_says_cpu(cli, exported_zoo, tmp_path):
+    import onnxruntime as ort
+
+    art, _ = exported_zoo
+    img = tmp_path / "a.png"
+    Image.new("L", (28, 28)).save(img)
+    clf = Classifier(art / "gru" / "model.onnx", "auto")
+    if clf.provider == "cuda":
+        pytest.skip("a working CUDA provider is present; the no-GPU path cannot be shown here")
+    result = cli("infer", img, "--model", "gru", "--artifacts", art, "--provider", "cuda")
+    assert_one_line_error(result, "CUDA execution provider unavailable", "--provider cpu")
+    auto = cli("infer", img, "--model", "gru", "--artifacts", art, "--provider", "auto")
+    assert auto.exit_code == 0 and "provider auto: using CPU" in auto.stderr
+    assert clf.providers == ["CPUExecutionProvider"] and "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def test_cuda_provider_runs_on_a_gpu(exported_zoo, data_root):
+    art, models = exported_zoo
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here")
+    try:
+        clf = Classifier(art / "gru" / "model.onnx", "cuda")
+    except Exception as exc:
+        pytest.skip(f"no usable GPU here (CI has none): {exc}")
+    assert clf.providers[0] == "CUDAExecutionProvider"
+    x = np.random.default_rng(0).integers(0, 256, (64, 1, 28, 28), dtype=np.uint8)
+    with torch.inference_mode():
+        eager = models["gru"](normalize(torch.from_numpy(x), get_spec("gru").preprocess)).numpy()
+    np.testing.assert_allclose(clf.logits(x), eager, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_evaluate_meets_parity_bar_on_real_images(cli, tmp_path, name):
+    assert cli("train", "--model", name, "--epochs", "1", "--limit", "300", "--artifacts", tmp_path).exit_code == 0
+    assert cli("export", "--model", name, "--exporter", "torchscript", "--artifacts", tmp_path).exit_code == 0
+    result = cli("evaluate", "--model", name, "--limit", "300", "--provider", "cpu", "--artifacts", tmp_path)
+    assert result.exit_code == 0, result.output
+    parity = json.loads((tmp_path / name / "parity.json").read_text())
+    assert parity["images"] == 300 and parity["passed"] and parity["accuracy_diff_pp"] <= 0.01
+    assert parity["max_abs_logit_diff"] <= get_spec(name).atol and parity["argmax_agreement_pct"] == 100.0
+    assert "pytorch" in result.output and "onnx" in result.output
+
+
+def test_evaluate_bad_input(cli, tmp_path):
+    assert_one_line_error(cli("evaluate", "--model", "gru", "--artifacts", tmp_path), "no checkpoint")
