@@ -9,6 +9,7 @@ import click
 
 from . import __version__
 from .errors import EdgeclsError
+from .locations import RUNS
 from .registry import model_names
 
 
@@ -31,8 +32,9 @@ def user_errors(fn):
 
 model_option = click.option("--model", "model", required=True, metavar="NAME",
                             help=f"Registered model: {', '.join(model_names())}.")
-artifacts_option = click.option("--artifacts", default="artifacts", show_default=True, type=click.Path(),
-                                help="Folder holding one sub-folder per model.")
+artifacts_option = click.option("--artifacts", default=RUNS, show_default=True, type=click.Path(),
+                                help="Folder of your runs, one sub-folder per model (the shipped models in "
+                                     "artifacts/ are never written to).")
 data_dir_option = click.option("--data-dir", type=click.Path(), default=None,
                                help="Data root (torchvision layout). Else $EDGECLS_DATA, /usr/share/datasets, "
                                     "or a torchvision download into the user cache.")
@@ -124,11 +126,12 @@ provider_option = click.option("--provider", type=click.Choice(["auto", "cpu", "
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--output", type=click.Path(), default=None, help="Write the results here instead of stdout.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [one per core].")
-@artifacts_option
+@click.option("--artifacts", type=click.Path(), default=None,
+              help=f"Use <artifacts>/<NAME>/model.onnx [default: {RUNS}/<NAME>/model.onnx when you exported one, "
+                   "else the shipped artifacts/<NAME>/model.onnx].")
 def infer_cmd(paths, model, onnx_file, provider, batch_size, top_k, fmt, output, threads, artifacts):
     """Classify image files and folders (recursed) with ONNX Runtime only."""
-    from pathlib import Path
-
+    from .locations import find_onnx
     from .runtime.infer import infer
 
     if (model is None) == (onnx_file is None):
@@ -140,7 +143,7 @@ def infer_cmd(paths, model, onnx_file, provider, batch_size, top_k, fmt, output,
             get_spec(model)
         except EdgeclsError as exc:
             raise NothingRun(str(exc)) from None
-        onnx_file = str(Path(artifacts) / model / "model.onnx")
+        onnx_file = str(find_onnx(model, artifacts))
     try:
         code = infer(list(paths), onnx_file, provider, batch_size, top_k, fmt, output, threads)
     except EdgeclsError as exc:

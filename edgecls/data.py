@@ -8,6 +8,7 @@ training, evaluation and the runtime parity tests apply one and the same preproc
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ def decode_files(files: Sequence[str], mode: str) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
 
 
-def _image_folder(folder: Path, classes: Sequence[str], mode: str, source: str) -> ImageSet | None:
+def _image_folder(folder: Path, classes: Sequence[str], mode: str) -> ImageSet | None:
     """An ImageFolder tree <folder>/<class>/<image>; class folders must be the model's classes."""
     if not folder.is_dir():
         return None
@@ -150,7 +151,7 @@ def _cifar_torchvision(root: Path, train: bool) -> ImageSet | None:
 def _cifar_folders(root: Path, train: bool) -> ImageSet | None:
     split = "train" if train else "test"
     for tree in (root / "CIFAR10-images", root):  # the shared layout, or a user's own ImageFolder tree
-        found = _image_folder(tree / split, CIFAR10_CLASSES, "RGB", "")
+        found = _image_folder(tree / split, CIFAR10_CLASSES, "RGB")
         if found is not None:
             return found
     return None
@@ -246,6 +247,11 @@ def load_for_spec(spec: ModelSpec, split: str, data_dir=None, download: bool = T
 
 # ---------------------------------------------------------------- preprocessing and augmentation
 
+def evenly_spaced(n: int, count: int) -> torch.Tensor:
+    """`count` indices spread over range(n), so a class-sorted set (image folders) still gives every class."""
+    return torch.linspace(0, n - 1, min(count, n)).round().long().unique()
+
+
 def normalize(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """uint8 [N, C, H, W] -> float32 model input: scale to [0, 1], then (x - mean) / std per channel."""
     mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -253,8 +259,24 @@ def normalize(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     return (images.to(torch.float32) * pre.scale - mean) / std
 
 
+def _random_affine(images: torch.Tensor, degrees: float, gen: torch.Generator) -> torch.Tensor:
+    n, c, h, w = images.shape
+
+    def uniform(limit: float) -> torch.Tensor:
+        return (torch.rand(n, generator=gen) * 2 - 1) * limit
+
+    angle, scale = uniform(math.radians(degrees)), 1 + uniform(0.1)
+    shift_x, shift_y = uniform(2 * 2 / w), uniform(2 * 2 / h)  # grid units: 2/w per pixel
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, [n, c, h, w], align_corners=False)
+    out = torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
 def augment(images: torch.Tensor, ops: Sequence[str], gen: torch.Generator) -> torch.Tensor:
-    """Batch augmentation on uint8 images: "hflip" (random mirror), "cropP" (pad P, random crop)."""
+    """Batch augmentation on uint8 images: "hflip" (random mirror), "cropP" (pad P, random crop),
+    "affineD" (per image: rotation up to ±D degrees, scale ±10 %, shift up to ±2 px; bilinear)."""
     n = images.shape[0]
     for op in ops:
         if op == "hflip":
@@ -267,6 +289,8 @@ def augment(images: torch.Tensor, ops: Sequence[str], gen: torch.Generator) -> t
             dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
             dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
             images = torch.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx))])
+        elif op.startswith("affine"):
+            images = _random_affine(images, float(op[6:]), gen)
         else:
             raise ValueError(f"unknown augmentation {op!r}")
     return images

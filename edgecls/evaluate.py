@@ -12,15 +12,17 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt_io
-from .data import load_for_spec
+from .data import evenly_spaced, load_for_spec
 from .errors import EdgeclsError
 from .fileio import write_json
+from .locations import RUNS
 from .runtime import Classifier
+from .train.trainer import predict_logits
 
 ACCURACY_BAR_PP = 0.01  # accuracy may differ by at most 0.01 percentage points
 
 
-def evaluate(name: str, *, artifacts: str | Path = "artifacts", provider: str = "auto", data_dir: str | None = None,
+def evaluate(name: str, *, artifacts: str | Path = RUNS, provider: str = "auto", data_dir: str | None = None,
              limit: int | None = None, batch_size: int = 256, threads: int | None = None,
              echo: Callable[[str], None] = print) -> dict:
     """Compare and write <artifacts>/<name>/parity.json; raises EdgeclsError when the parity bar is missed."""
@@ -36,21 +38,16 @@ def evaluate(name: str, *, artifacts: str | Path = "artifacts", provider: str = 
     if limit is not None:
         if limit < 1:
             raise EdgeclsError(f"--limit must be at least 1 (got {limit})")
-        # evenly spaced, so a class-sorted test folder still gives every class
-        idx = torch.linspace(0, len(test) - 1, min(limit, len(test))).round().long().unique()
-        test = test.subset(idx)
-    images, labels = test.images(), test.labels.numpy()
+        test = test.subset(evenly_spaced(len(test), limit))
+    else:
+        test = test.subset(torch.arange(len(test)))  # decode image files once, outside the timed runs
+    labels = test.labels.numpy()
 
-    from .data import normalize
-
-    eager_logits, t0 = [], time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(images), batch_size):
-            eager_logits.append(model(normalize(images[i:i + batch_size], spec.preprocess)).numpy())
+    t0 = time.perf_counter()
+    eager = predict_logits(model, test, spec, torch.device("cpu"), batch_size).numpy()
     eager_s = time.perf_counter() - t0
-    eager = np.concatenate(eager_logits)
 
-    uint8 = images.numpy()
+    uint8 = test.images().numpy()
     onnx_logits, t0 = [], time.perf_counter()
     for i in range(0, len(uint8), batch_size):
         onnx_logits.append(classifier.logits(uint8[i:i + batch_size]))

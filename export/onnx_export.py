@@ -21,9 +21,10 @@ import torch
 
 import edgecls
 from edgecls import checkpoint as ckpt_io
-from edgecls.data import load_for_spec, normalize
+from edgecls.data import evenly_spaced, load_for_spec, normalize
 from edgecls.errors import EdgeclsError
 from edgecls.fileio import ensure_writable_dir, write_json
+from edgecls.locations import RUNS, refuse_shipped
 from edgecls.registry import ModelSpec
 from edgecls.runtime.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo
 
@@ -68,13 +69,12 @@ def _name_batch_axis(target: Path) -> None:
 
 
 def _real_inputs(spec: ModelSpec, data_dir: str | None, count: int = max(BATCH_SIZES)):
-    """The first test images, normalized as in training; (None, reason) where no data is at hand."""
+    """Evenly spaced test images, normalized as in training; (None, reason) where no data is at hand."""
     try:
         test = load_for_spec(spec, "test", data_dir, download=False)
     except EdgeclsError as exc:
         return None, str(exc)
-    idx = torch.linspace(0, len(test) - 1, count).round().long()  # spread over all classes
-    return normalize(test.images(idx), spec.preprocess), test.source
+    return normalize(test.images(evenly_spaced(len(test), count)), spec.preprocess), test.source
 
 
 def check_opset(opset: int) -> None:
@@ -84,7 +84,7 @@ def check_opset(opset: int) -> None:
                            f"opsets {MIN_OPSET}..{newest} for these models")
 
 
-def export_model(name: str, *, artifacts: str | Path = "artifacts", checkpoint: str | Path | None = None,
+def export_model(name: str, *, artifacts: str | Path = RUNS, checkpoint: str | Path | None = None,
                  opset: int = DEFAULT_OPSET, exporter: str = "auto", atol: float | None = None,
                  validate_parity: bool = True, data_dir: str | None = None,
                  echo: Callable[[str], None] = print) -> ExportResult:
@@ -94,6 +94,7 @@ def export_model(name: str, *, artifacts: str | Path = "artifacts", checkpoint: 
         raise EdgeclsError(f"unknown exporter {exporter!r}; use auto, {' or '.join(EXPORTERS)}")
     check_opset(opset)
     out = Path(artifacts) / name
+    refuse_shipped(out)
     ckpt_path = Path(checkpoint) if checkpoint else out / "checkpoint.pt"
     ckpt = ckpt_io.load(ckpt_path, name)
     spec, model = ckpt_io.model_from_checkpoint(ckpt)

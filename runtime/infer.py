@@ -129,5 +129,5 @@ def infer(paths: list[str], onnx_path: str, provider: str = "auto", batch_size: 
     skipped = sum(1 for r in results if r.error)
     done = len(results) - skipped
     print(f"classified {done} of {len(results)} files ({skipped} skipped) in {seconds:.2f} s, "
-          f"{done / seconds if seconds else 0:.0f} img/s, provider {classifier.providers[0]}", file=err)
+          f"{done / seconds if seconds else 0:.0f} img/s, provider {classifier.providers[0]}, model {onnx_path}", file=err)
     return 1 if skipped else 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgecls.data import decode_files, load_for_spec, load_split
+from edgecls.data import augment, decode_files, load_for_spec, load_split
 from edgecls.errors import EdgeclsError
 from edgecls.registry import CIFAR10_CLASSES, EMNIST_BYMERGE_CLASSES, FASHION_MNIST_CLASSES, get_spec
 
@@ -99,3 +99,26 @@ def test_missing_data_names_every_way_to_provide_it(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "EMNIST bymerge not found" in msg
     assert "--data-dir" in msg and "EDGECLS_DATA" in msg and "internet" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("ops", [["hflip"], ["crop2"], ["affine10"], ["affine10", "crop2"]])
+def test_augmentations_are_seeded_and_keep_the_picture(data_root, ops):
+    images = load_split("emnist-bymerge", "test", download=False).images(torch.arange(64))
+
+    def run(seed):
+        return augment(images, ops, torch.Generator().manual_seed(seed))
+
+    a = run(0)
+    assert a.shape == images.shape and a.dtype == torch.uint8
+    assert torch.equal(a, run(0)) and not torch.equal(a, run(1))
+    # Small moves only: ink mass and its vertical centre (which a mirror keeps) stay near the original's.
+    ink, moved = images.float().sum((1, 2, 3)), a.float().sum((1, 2, 3))
+    assert ((moved - ink).abs() / ink).max() < 0.25
+    rows = torch.arange(28.0).view(1, 1, 28, 1)
+    centre = (images.float() * rows).sum((1, 2, 3)) / ink
+    assert ((a.float() * rows).sum((1, 2, 3)) / moved - centre).abs().max() < 4.0
+
+
+def test_unknown_augmentation_is_refused():
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augment(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), ["rotate"], torch.Generator())

@@ -19,6 +19,7 @@ from edgecls import checkpoint as ckpt_io
 from edgecls.data import ImageSet, augment, load_for_spec, normalize
 from edgecls.errors import EdgeclsError
 from edgecls.fileio import ensure_writable_dir, write_json
+from edgecls.locations import RUNS, refuse_shipped
 from edgecls.registry import ModelSpec, get_spec
 
 from .curves import plot_curves
@@ -116,12 +117,13 @@ def run_dir(artifacts: str | Path, model: str) -> Path:
     return Path(artifacts) / model
 
 
-def train(spec_name: str, *, artifacts: str | Path = "artifacts", data_dir: str | None = None,
+def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None = None,
           device: str = "auto", resume: bool = False, echo: Callable[[str], None] = print,
           **overrides: Any) -> TrainResult:
     """Train `spec_name` with the spec's defaults, overridden by `overrides` (TrainConfig fields)."""
     spec = get_spec(spec_name)
     out = run_dir(artifacts, spec.name)
+    refuse_shipped(out)
     state = None
     if resume:
         state = ckpt_io.load(out / "resume.pt", spec.name, kind="resume state")
@@ -171,6 +173,8 @@ def train(spec_name: str, *, artifacts: str | Path = "artifacts", data_dir: str 
         "format": ckpt_io.FORMAT, "model": spec.name, "dataset": spec.dataset, "data_source": full_train.source,
         "preprocess": ckpt_io.preprocess_dict(spec), "class_names": list(spec.class_names),
         "hparams": asdict(cfg), "edgecls_version": edgecls.__version__,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "torch_threads": torch.get_num_threads(),
     }
 
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -230,7 +234,8 @@ def train(spec_name: str, *, artifacts: str | Path = "artifacts", data_dir: str 
                  finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     ckpt_io.save(final, out / "checkpoint.pt")
     write_json(out / "history.json", {"model": spec.name, "config": asdict(cfg), "history": history,
-                                      "best_epoch": final["best_epoch"], "test_accuracy": test_acc})
+                                      "best_epoch": final["best_epoch"], "test_accuracy": test_acc,
+                                      "device": base_ckpt["device"], "torch_threads": base_ckpt["torch_threads"]})
     echo(f"test accuracy {100 * test_acc:.2f}% ({len(test)} images, best epoch {final['best_epoch']}); "
          f"checkpoint {out / 'checkpoint.pt'}")
     return TrainResult(out / "checkpoint.pt", final["best_epoch"], test_acc, history)
