@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Set up, then the main job end to end for one model (default gru): train on the real data,
-# export to ONNX (validated against PyTorch), and evaluate ONNX Runtime vs PyTorch on the full test split.
+# Set-up, then the main job end to end:
+#  1. classify the real sample images in samples/ with the shipped models (ONNX Runtime only; no data,
+#     no training, no download needed);
+#  2. train one model (default gru) on its real data, export it to ONNX (validated against PyTorch) and
+#     evaluate ONNX Runtime against PyTorch on the full test split, all into runs/.
+# Training data: $EDGECLS_DATA, Debian's /usr/share/datasets, or a torchvision download (see README).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/scripts/setup.sh"
@@ -8,6 +12,12 @@ venv=${EDGECLS_VENV:-$root/.venv}
 cd "$root"
 model=${1:-gru}
 artifacts=${EDGECLS_ARTIFACTS:-runs}
+samples=$("$venv/bin/python" -m edgecls.samples folder "$model")
+echo "== $model on its sample images (the true label is in each file name)"
+"$venv/bin/edgecls" infer "$samples" --model "$model" --provider auto
+echo "== every shipped model on its sample images"
+"$venv/bin/python" -m edgecls.samples check
+echo "== train, export and evaluate $model into $artifacts/"
 "$venv/bin/edgecls" train --model "$model" --artifacts "$artifacts"
 "$venv/bin/edgecls" export --model "$model" --artifacts "$artifacts"
 "$venv/bin/edgecls" evaluate --model "$model" --artifacts "$artifacts"
