@@ -169,5 +169,31 @@ def evaluate_cmd(model, provider, data_dir, limit, batch_size, threads, artifact
              batch_size=batch_size, threads=threads, echo=click.echo)
 
 
+@main.command("bench")
+@click.option("--model", "model", default="all", show_default=True, metavar="NAME|all",
+              help=f"Registered model or all: {', '.join(model_names())}.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where both sides run: eager PyTorch on this device, ONNX Runtime on this provider.")
+@click.option("--batch-sizes", default="1,8,64,256", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--threads", type=int, default=None, help="Threads for both PyTorch and ONNX Runtime [torch's default].")
+@click.option("--seconds", type=float, default=1.0, show_default=True, help="Measuring time per model, batch and side.")
+@click.option("--e2e-images", type=int, default=None,
+              help="CIFAR-10 test JPEGs for the end-to-end run (with cnn) [all 10,000]; 0 skips it.")
+@data_dir_option
+@click.option("--artifacts", type=click.Path(), default=None,
+              help=f"Take models from <artifacts>/<NAME>/ [default: {RUNS}/<NAME>/ when exported there, else the "
+                   "shipped artifacts/<NAME>/].")
+@click.option("--out", type=click.Path(), default=f"{RUNS}/bench", show_default=True,
+              help="Folder for bench.json and bench.png.")
+@user_errors
+def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_dir, artifacts, out):
+    """Latency and throughput of eager PyTorch against ONNX Runtime per model and batch size, and the
+    end-to-end `edgecls infer` rate on CIFAR-10 JPEGs against an ImageFolder + DataLoader baseline."""
+    from .bench import bench, parse_batch_sizes
+
+    bench(model, provider=provider, batch_sizes=parse_batch_sizes(batch_sizes), threads=threads,
+          artifacts=artifacts, seconds=seconds, e2e_images=e2e_images, data_dir=data_dir, out=out, echo=click.echo)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,304 @@
+"""`edgecls bench`: eager PyTorch against ONNX Runtime, side by side in one process.
+
+Model speed: per model and batch size, latency (median, p90 after warm-up) and throughput of the
+eager model (inference mode) and of its exported ONNX file, with the same thread count, measured in
+alternating rounds so that drift of a shared machine hits both alike. Weights do not change the
+timing, so the eager side uses the run's checkpoint when there is one and a fresh model otherwise.
+Both are set against this CPU's measured fp32 GEMM rate: the fraction of it a model reaches says how
+much of the gap is the model's shape (tiny matrices, sequential steps) rather than the engine.
+
+End to end: `edgecls infer`'s path (decode, preprocess, ONNX Runtime) on the CIFAR-10 test JPEGs,
+against what a PyTorch user would write instead (ImageFolder + DataLoader + eager model).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from . import checkpoint as ckpt_io
+from .errors import EdgeclsError
+from .fileio import atomic_path, ensure_writable_dir, write_json
+from .locations import RUNS, find_onnx
+from .registry import ModelSpec, get_spec, model_names
+from .runtime import Classifier
+from .runtime.metadata import INPUT_NAME
+
+DEFAULT_BATCH_SIZES = (1, 8, 64, 256)
+ROUNDS = 3  # eager and ONNX Runtime alternate this many times per batch size
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise EdgeclsError(f"--batch-sizes must be comma-separated integers like 1,8,64 (got {text!r})") from None
+    if not sizes or min(sizes) < 1:
+        raise EdgeclsError(f"--batch-sizes must be positive integers (got {text!r})")
+    return sizes
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(provider: str, threads: int) -> dict:
+    info = {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": threads, "provider": provider,
+            "torch": torch.__version__, "python": platform.python_version()}
+    import onnxruntime as ort
+
+    info["onnxruntime"] = ort.__version__
+    if provider == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _timed(fn: Callable[[], object], seconds: float, min_reps: int = 3, max_reps: int = 2000) -> list[float]:
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while len(times) < min_reps or (time.perf_counter() < end and len(times) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _summary(times: list[float], batch: int) -> dict:
+    ordered = sorted(times)
+    median = statistics.median(ordered)
+    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return {"median_ms": median * 1e3, "p90_ms": p90 * 1e3, "images_per_s": batch / median, "runs": len(times)}
+
+
+def gemm_gflops(threads: int, device: str = "cpu", n: int = 1024, seconds: float = 1.0) -> float:
+    """This machine's fp32 matrix-multiply rate (GFLOP/s) at `threads`: the ceiling the models are measured against."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+
+    def mm():
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(3):
+        mm()
+    med = statistics.median(_timed(mm, seconds))
+    return 2 * n ** 3 / med / 1e9
+
+
+def model_flops(model: torch.nn.Module, spec: ModelSpec) -> int:
+    """Floating-point operations of one image's forward pass (matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, *spec.input_shape))
+    return int(counter.get_total_flops())
+
+
+FRESH = "fresh model (weights do not change the timing)"
+
+
+def _eager_model(spec: ModelSpec, artifacts: str | Path | None) -> tuple[torch.nn.Module, Path | None]:
+    """The run's trained model and its checkpoint path, else a freshly initialised one and None."""
+    path = Path(artifacts or RUNS) / spec.name / "checkpoint.pt"
+    if path.is_file():
+        _, model = ckpt_io.model_from_checkpoint(ckpt_io.load(path, spec.name))
+        return model.eval(), path
+    torch.manual_seed(0)
+    return spec.build().eval(), None
+
+
+def bench_model(spec: ModelSpec, *, provider: str, batch_sizes: tuple[int, ...], threads: int,
+                artifacts: str | Path | None, seconds: float, gemm: float,
+                echo: Callable[[str], None]) -> dict:
+    onnx_path = find_onnx(spec.name, artifacts)
+    classifier = Classifier(onnx_path, provider, threads)  # raises a one-line error for a missing/unusable file
+    if classifier.info.model != spec.name:
+        raise EdgeclsError(f"{onnx_path} is a {classifier.info.model!r} model, not {spec.name!r}")
+    session = classifier.session
+    model, ckpt_path = _eager_model(spec, artifacts)
+    device = torch.device("cuda" if classifier.provider == "cuda" else "cpu")
+    model.to(device)
+    flops = model_flops(model.cpu(), spec)
+    model.to(device)
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for batch in batch_sizes:
+        x = torch.randn(batch, *spec.input_shape, generator=gen)
+        x_np = x.numpy()
+
+        def eager():
+            with torch.inference_mode():  # host in, host out: the same work session.run does
+                return model(x.to(device)).cpu()
+
+        def onnx():
+            return session.run(None, {INPUT_NAME: x_np})[0]
+
+        diff = float(np.abs(eager().numpy() - onnx()).max())  # also the warm-up
+        for fn in (eager, onnx):
+            _timed(fn, min(0.2, seconds / 5), min_reps=2)
+        times = {"eager": [], "onnx": []}
+        for _ in range(ROUNDS):
+            times["eager"] += _timed(eager, seconds / ROUNDS)
+            times["onnx"] += _timed(onnx, seconds / ROUNDS)
+        row = {"batch_size": batch, "eager": _summary(times["eager"], batch), "onnx": _summary(times["onnx"], batch),
+               "max_abs_logit_diff": diff if ckpt_path else None}  # fresh weights: not the same model
+        row["speedup"] = row["onnx"]["images_per_s"] / row["eager"]["images_per_s"]
+        for side in ("eager", "onnx"):
+            row[side]["gflops"] = flops * row[side]["images_per_s"] / 1e9
+            row[side]["fraction_of_gemm"] = row[side]["gflops"] / gemm
+        rows.append(row)
+        e, o = row["eager"], row["onnx"]
+        echo(f"{spec.name:12}{batch:>6}{e['median_ms']:>10.3f}{e['p90_ms']:>9.3f}{e['images_per_s']:>9.0f}"
+             f"{100 * e['fraction_of_gemm']:>7.1f}%{o['median_ms']:>10.3f}{o['p90_ms']:>9.3f}{o['images_per_s']:>9.0f}"
+             f"{100 * o['fraction_of_gemm']:>7.1f}%{row['speedup']:>8.2f}x")
+    return {"model": spec.name, "onnx": str(onnx_path), "exporter": classifier.info.exporter,
+            "onnx_provider": classifier.providers[0], "eager_weights": str(ckpt_path or FRESH), "flops_per_image": flops,
+            "rows": rows}
+
+
+def bench_end_to_end(threads: int, provider: str, artifacts, data_dir, limit: int | None, batch_size: int,
+                     echo: Callable[[str], None]) -> dict:
+    """`edgecls infer`'s path on CIFAR-10 test JPEGs against ImageFolder + DataLoader + eager."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    from .data import evenly_spaced, load_split
+    from .runtime.infer import classify_files
+
+    spec = get_spec("cnn")
+    test = load_split("cifar10", "test", data_dir, download=False)
+    if test._files is None:
+        raise EdgeclsError("the end-to-end benchmark needs CIFAR-10 as image files (CIFAR10-images/test/<class>/); "
+                           "pass --e2e-images 0 to skip it")
+    idx = evenly_spaced(len(test), limit) if limit else torch.arange(len(test))
+    files = [Path(test._files[i]) for i in idx.tolist()]
+    labels = test.labels[idx].numpy()
+    folder = Path(test._files[0]).parent.parent
+
+    classifier = Classifier(find_onnx("cnn", artifacts), provider, threads)
+    classify_files(classifier, files[:batch_size], batch_size, 1)  # warm-up
+    t0 = time.perf_counter()
+    preds = classify_files(classifier, files, batch_size, 1)
+    ours_s = time.perf_counter() - t0
+    names = list(classifier.class_names)
+    ours_acc = float(np.mean([names.index(p.top[0][0]) == y for p, y in zip(preds, labels)]) * 100)
+
+    model, ckpt_path = _eager_model(spec, artifacts)
+    device = torch.device("cuda" if classifier.provider == "cuda" else "cpu")
+    model.to(device)
+    pre = spec.preprocess
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(pre.mean, pre.std)])
+    folder_set = datasets.ImageFolder(str(folder), transform=tf)
+    if [Path(p) for p, _ in folder_set.samples] != [Path(f) for f in test._files]:
+        raise EdgeclsError(f"{folder}: ImageFolder sees other files than edgecls; cannot compare")
+    loader = DataLoader(Subset(folder_set, idx.tolist()), batch_size=batch_size, num_workers=0)
+    correct = 0
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for x, y in loader:
+            correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+    base_s = time.perf_counter() - t0
+    result = {
+        "images": len(files), "folder": str(folder), "batch_size": batch_size,
+        "edgecls_infer": {"seconds": ours_s, "images_per_s": len(files) / ours_s, "accuracy_pct": ours_acc,
+                          "provider": classifier.providers[0]},
+        "pytorch_baseline": {"seconds": base_s, "images_per_s": len(files) / base_s,
+                             "accuracy_pct": correct / len(files) * 100, "eager_weights": str(ckpt_path or FRESH),
+                             "what": "torchvision ImageFolder + ToTensor/Normalize + DataLoader(num_workers=0) "
+                                     "+ eager model in inference mode"},
+    }
+    result["speedup"] = result["edgecls_infer"]["images_per_s"] / result["pytorch_baseline"]["images_per_s"]
+    echo(f"end to end, {len(files)} CIFAR-10 test JPEGs (decode + preprocess + model, batch {batch_size}): "
+         f"edgecls infer {result['edgecls_infer']['images_per_s']:.0f} img/s, PyTorch ImageFolder+DataLoader "
+         f"{result['pytorch_baseline']['images_per_s']:.0f} img/s, {result['speedup']:.2f}x")
+    return result
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    cols = min(3, n)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.4 * ((n + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, res in zip(axes.flat, results):
+        sizes = [r["batch_size"] for r in res["rows"]]
+        for side, style in (("eager", "o--"), ("onnx", "s-")):
+            ax.plot(sizes, [r[side]["images_per_s"] for r in res["rows"]], style,
+                    label="PyTorch eager" if side == "eager" else "ONNX Runtime")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(b) for b in sizes])
+        ax.minorticks_off()
+        ax.set_yscale("log")
+        ax.set_title(f"{res['model']} ({res['exporter']})")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images / s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def bench(model: str = "all", *, provider: str = "cpu", batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
+          threads: int | None = None, artifacts: str | Path | None = None, seconds: float = 1.0,
+          e2e_images: int | None = None, data_dir: str | None = None, out: str | Path = f"{RUNS}/bench",
+          echo: Callable[[str], None] = print) -> dict:
+    """Benchmark `model` ("all" or a name); writes <out>/bench.json and bench.png. e2e_images: None all
+    10,000 CIFAR-10 test JPEGs, 0 skips the end-to-end run."""
+    if provider not in ("cpu", "cuda"):
+        raise EdgeclsError(f"unknown provider {provider!r}; use cpu or cuda")
+    names = model_names() if model == "all" else [get_spec(model).name]
+    if threads is not None and threads < 1:
+        raise EdgeclsError(f"--threads must be at least 1 (got {threads})")
+    if not seconds > 0:
+        raise EdgeclsError(f"--seconds must be positive (got {seconds})")
+    if e2e_images is not None and e2e_images < 0:
+        raise EdgeclsError(f"--e2e-images must be 0 (skip) or more (got {e2e_images})")
+    out = Path(out)
+    ensure_writable_dir(out)
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    if provider == "cuda" and not torch.cuda.is_available():
+        raise EdgeclsError("--provider cuda needs a GPU that PyTorch sees too (for the eager side); use --provider cpu")
+    gemm = gemm_gflops(threads, provider)
+    echo(f"{cpu_name()}, {threads} threads, provider {provider}; fp32 GEMM 1024^3: {gemm:.1f} GFLOP/s")
+    echo(f"{'':18}{'--------- PyTorch eager ---------':>34}{'--------- ONNX Runtime ----------':>35}")
+    echo(f"{'model':12}{'batch':>6}{'ms':>10}{'p90':>9}{'img/s':>9}{'GEMM%':>8}{'ms':>10}{'p90':>9}{'img/s':>9}"
+         f"{'GEMM%':>8}{'speedup':>9}")
+    results = [bench_model(get_spec(n), provider=provider, batch_sizes=batch_sizes, threads=threads,
+                           artifacts=artifacts, seconds=seconds, gemm=gemm, echo=echo) for n in names]
+    report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "edgecls_version": __version__,
+              "hardware": hardware(provider, threads), "gemm_gflops": gemm, "seconds_per_point": seconds,
+              "models": results}
+    if "cnn" in names and e2e_images != 0:
+        report["end_to_end"] = bench_end_to_end(threads, provider, artifacts, data_dir, e2e_images, 64, echo)
+    write_json(out / "bench.json", report)
+    hw = report["hardware"]
+    plot(results, out / "bench.png", f"{hw['cpu']}, {threads} threads, {provider}; fp32, median of single calls")
+    echo(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return report

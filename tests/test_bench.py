@@ -1,0 +1,69 @@
+"""`edgecls bench` and benchmarks/accuracy.py on tiny configurations (no timing assertions)."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from edgecls.export import export_model
+from edgecls.registry import get_spec
+
+from conftest import REPO, assert_one_line_error
+from test_export import write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(tmp_path_factory, data_root):
+    """A cnn checkpoint with its export, so eager and ONNX are the same model."""
+    art = tmp_path_factory.mktemp("bench")
+    write_checkpoint(get_spec("cnn"), art / "cnn" / "checkpoint.pt", seed=3)
+    export_model("cnn", artifacts=art, exporter="torchscript", echo=lambda s: None)
+    return art
+
+
+def test_bench_same_model_side_by_side_with_end_to_end(cli, trained_cnn, tmp_path):
+    out = tmp_path / "b"
+    result = cli("bench", "--model", "cnn", "--batch-sizes", "1,3", "--seconds", "0.05", "--threads", "1",
+                 "--e2e-images", "40", "--artifacts", trained_cnn, "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "bench.json").read_text())
+    assert report["hardware"]["threads"] == 1 and report["gemm_gflops"] > 0
+    (model,) = report["models"]
+    assert model["model"] == "cnn" and model["eager_weights"].endswith("checkpoint.pt")
+    assert model["flops_per_image"] > 1e5
+    assert [r["batch_size"] for r in model["rows"]] == [1, 3]
+    for row in model["rows"]:
+        assert row["max_abs_logit_diff"] <= get_spec("cnn").atol
+        for side in ("eager", "onnx"):
+            assert row[side]["runs"] >= 3 and row[side]["p90_ms"] >= row[side]["median_ms"] > 0
+            assert row[side]["images_per_s"] == pytest.approx(row["batch_size"] / row[side]["median_ms"] * 1e3)
+        assert row["speedup"] == pytest.approx(row["onnx"]["images_per_s"] / row["eager"]["images_per_s"])
+    e2e = report["end_to_end"]
+    assert e2e["images"] == 40
+    # the same weights on the same JPEGs: both paths decode with Pillow, so they agree up to near-ties
+    assert abs(e2e["edgecls_infer"]["accuracy_pct"] - e2e["pytorch_baseline"]["accuracy_pct"]) <= 100 / 40
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--batch-sizes", "1,x"), "comma-separated"),
+    (("--batch-sizes", "0"), "positive"),
+    (("--threads", "0"), "--threads"),
+    (("--seconds", "0"), "--seconds"),
+    (("--model", "grux"), "Did you mean 'gru'"),
+    (("--e2e-images", "-1"), "--e2e-images"),
+])
+def test_bench_bad_input(cli, tmp_path, args, needle):
+    assert_one_line_error(cli("bench", "--model", "gru", *args, "--out", tmp_path), needle)
+    assert not (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_bench_cuda_without_a_gpu_is_one_line(cli, tmp_path):
+    assert_one_line_error(cli("bench", "--model", "gru", "--provider", "cuda", "--out", tmp_path), "--provider cpu")
+
+
+def test_bench_missing_model_file(cli, tmp_path):
+    assert_one_line_error(cli("bench", "--model", "gru", "--artifacts", tmp_path, "--out", tmp_path / "b"),
+                          "no ONNX model at")
