@@ -22,12 +22,17 @@ class RowRNN(nn.Module):
     """Stacked recurrent layers over image rows; the last step's output feeds a linear classifier."""
 
     def __init__(self, cell: str, in_channels: int, width: int, num_classes: int,
-                 hidden: int = 128, layers: int = 2, dropout: float = 0.0):
+                 hidden: int = 128, layers: int = 2, dropout: float = 0.0, orthogonal: bool = False):
         super().__init__()
         rnn_cls = _RECURRENT[cell]
         kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
         self.rnn = rnn_cls(in_channels * width, hidden, num_layers=layers, batch_first=True,
                            dropout=dropout if layers > 1 else 0.0, **kwargs)
+        if orthogonal:  # recurrent weights that neither shrink nor blow up a state over 28 steps
+            for name, weight in self.rnn.named_parameters():
+                if name.startswith("weight_hh"):
+                    for gate in weight.data.chunk(weight.shape[0] // hidden):
+                        nn.init.orthogonal_(gate)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_classes)
 

@@ -38,3 +38,14 @@ def assert_one_line_error(result, *needles: str) -> str:
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+def quick_train(cli, name: str, artifacts, limit: int):
+    """`edgecls train --epochs 1 --limit N`, after the model it starts from (spec init_from), if any."""
+    from edgecls.registry import get_spec
+
+    source = get_spec(name).hparams.get("init_from")
+    if source:
+        first = cli("train", "--model", source, "--epochs", "1", "--limit", str(limit), "--artifacts", artifacts)
+        assert first.exit_code == 0, first.output
+    return cli("train", "--model", name, "--epochs", "1", "--limit", str(limit), "--artifacts", artifacts)

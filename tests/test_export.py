@@ -14,7 +14,7 @@ from edgecls.export import export_model
 from edgecls.registry import _SPECS, ModelSpec, get_spec, model_names
 from edgecls.runtime.metadata import ModelInfo
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, quick_train
 
 
 def write_checkpoint(spec: ModelSpec, path, seed=0, model=None):
@@ -71,7 +71,7 @@ def test_export_random_init_both_exporters_and_auto(data_root, tmp_path, name):
 
 @pytest.mark.parametrize("name", model_names())
 def test_export_briefly_trained_model_through_cli(cli, tmp_path, name):
-    assert cli("train", "--model", name, "--epochs", "1", "--limit", "300", "--artifacts", tmp_path).exit_code == 0
+    assert quick_train(cli, name, tmp_path, 300).exit_code == 0
     result = cli("export", "--model", name, "--artifacts", tmp_path)
     assert result.exit_code == 0, result.output
     assert "exported" in result.output and "max |Δlogit|" in result.output

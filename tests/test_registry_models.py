@@ -88,3 +88,14 @@ def test_no_top_level_stage_packages():
     assert edgecls.export.__file__.replace("\\", "/").endswith("/export/__init__.py")
     top_level = importlib.metadata.distribution("edgecls").read_text("top_level.txt").split()
     assert top_level == ["edgecls"]
+
+
+def test_rnn_starts_with_orthogonal_recurrent_weights():
+    torch.manual_seed(0)
+    rnn = get_spec("rnn").build().rnn
+    for name in ("weight_hh_l0", "weight_hh_l1"):
+        w = getattr(rnn, name).detach()
+        assert torch.allclose(w @ w.T, torch.eye(w.shape[0]), atol=1e-5), name
+    torch.manual_seed(0)
+    gru = get_spec("gru").build().rnn.weight_hh_l0.detach()[:128]  # the others keep PyTorch's uniform init
+    assert not torch.allclose(gru @ gru.T, torch.eye(128), atol=1e-2)

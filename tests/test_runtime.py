@@ -12,7 +12,7 @@ from edgecls.export import export_model
 from edgecls.registry import get_spec, model_names
 from edgecls.runtime import Classifier, convert_mode
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, quick_train
 from test_export import write_checkpoint
 
 N_REAL = 24
@@ -184,7 +184,7 @@ def test_cuda_provider_runs_on_a_gpu(exported_zoo, data_root):
 
 @pytest.mark.parametrize("name", model_names())
 def test_evaluate_meets_parity_bar_on_real_images(cli, tmp_path, name):
-    assert cli("train", "--model", name, "--epochs", "1", "--limit", "300", "--artifacts", tmp_path).exit_code == 0
+    assert quick_train(cli, name, tmp_path, 300).exit_code == 0
     assert cli("export", "--model", name, "--exporter", "torchscript", "--artifacts", tmp_path).exit_code == 0
     result = cli("evaluate", "--model", name, "--limit", "300", "--provider", "cpu", "--artifacts", tmp_path)
     assert result.exit_code == 0, result.output

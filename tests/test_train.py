@@ -7,7 +7,7 @@ from edgecls import checkpoint as ckpt_io
 from edgecls.fileio import atomic_path
 from edgecls.registry import model_names
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, quick_train
 
 
 def _state(path):
@@ -16,7 +16,7 @@ def _state(path):
 
 @pytest.mark.parametrize("name", model_names())
 def test_train_cli_writes_all_three_artifacts(cli, tmp_path, name):
-    result = cli("train", "--model", name, "--epochs", "1", "--limit", "512", "--artifacts", tmp_path)
+    result = quick_train(cli, name, tmp_path, 512)
     assert result.exit_code == 0, result.output
     out = tmp_path / name
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)  # plain types only
@@ -158,3 +158,23 @@ def test_cuda_asked_without_gpu(cli, tmp_path):
         pytest.skip("a CUDA GPU is present")
     assert_one_line_error(cli("train", "--model", "gru", "--device", "cuda", "--artifacts", tmp_path),
                           "--device cuda")
+
+
+def test_lstm_binary_starts_from_the_trained_lstm(cli, tmp_path):
+    """lstm-binary's default starts from the lstm checkpoint in the same artifacts folder (same LSTM
+    layers, fresh 2-class head); without it, one line says what to run first."""
+    args = ("train", "--model", "lstm-binary", "--epochs", "1", "--limit", "100", "--artifacts", tmp_path)
+    assert_one_line_error(cli(*args), "no checkpoint at", "run `edgecls train --model lstm` first")
+    assert not (tmp_path / "lstm-binary").exists()
+
+    assert cli("train", "--model", "lstm", "--epochs", "1", "--limit", "100", "--artifacts", tmp_path).exit_code == 0
+    result = cli(*args, "--lr", "1e-12")
+    assert result.exit_code == 0, result.output
+    assert "initialised 8 of 10 tensors" in result.output and "fresh: head.weight, head.bias" in result.output
+    source = _state(tmp_path / "lstm" / "checkpoint.pt")
+    binary = _state(tmp_path / "lstm-binary" / "checkpoint.pt")
+    assert binary["init_from"] == str(tmp_path / "lstm" / "checkpoint.pt")
+    for key in source["state_dict"]:
+        if key.startswith("rnn."):  # copied, and a 1e-12 learning rate leaves them in place
+            assert torch.allclose(binary["state_dict"][key], source["state_dict"][key], atol=1e-6), key
+    assert binary["state_dict"]["head.weight"].shape[0] == 2 and source["state_dict"]["head.weight"].shape[0] == 47

@@ -43,6 +43,7 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1
     warmup_epochs: float = 1.0
+    init_from: str | None = None  # start from this model's checkpoint in the same artifacts folder
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, **overrides: Any) -> "TrainConfig":
@@ -141,6 +142,10 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
     else:
         cfg = TrainConfig.from_spec(spec, **overrides)
     cfg.check()
+    init_path = run_dir(artifacts, cfg.init_from) / "checkpoint.pt" if cfg.init_from and state is None else None
+    if init_path is not None and not init_path.is_file():
+        raise EdgeclsError(f"{spec.name} starts from the trained {cfg.init_from} model, but there is no checkpoint "
+                           f"at {init_path}; run `edgecls train --model {cfg.init_from}` first (same --artifacts)")
     dev = resolve_device(device)
     ensure_writable_dir(out)
 
@@ -153,6 +158,13 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
 
     torch.manual_seed(cfg.seed)
     model = spec.build().to(dev)
+    if init_path is not None:
+        own = model.state_dict()
+        init = ckpt_io.load(init_path, cfg.init_from)["state_dict"]
+        shared = {k: v for k, v in init.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(shared, strict=False)
+        echo(f"initialised {len(shared)} of {len(own)} tensors from {init_path}; "
+             f"fresh: {', '.join(k for k in own if k not in shared)}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[dict] = []
@@ -172,7 +184,8 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
     base_ckpt = {
         "format": ckpt_io.FORMAT, "model": spec.name, "dataset": spec.dataset, "data_source": full_train.source,
         "preprocess": ckpt_io.preprocess_dict(spec), "class_names": list(spec.class_names),
-        "hparams": asdict(cfg), "edgecls_version": edgecls.__version__,
+        "hparams": asdict(cfg), "builder_kwargs": dict(spec.builder_kwargs), "edgecls_version": edgecls.__version__,
+        "init_from": str(init_path) if init_path else None,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
     }
