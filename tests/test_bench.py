@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edgecls.export import export_model
-from edgecls.registry import get_spec
+from edgecls.registry import get_spec, model_names
 
 from conftest import REPO, assert_one_line_error
 from test_export import write_checkpoint
@@ -46,6 +46,20 @@ def test_bench_same_model_side_by_side_with_end_to_end(cli, trained_cnn, tmp_pat
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_shipped_models_without_checkpoints(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no runs/: shipped ONNX files, fresh eager weights
+    result = cli("bench", "--model", "all", "--batch-sizes", "2", "--seconds", "0.02", "--threads", "1",
+                 "--e2e-images", "0", "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b" / "bench.json").read_text())
+    from test_shipped import SHIPPED
+
+    assert sorted(m["model"] for m in report["models"]) == sorted(SHIPPED)
+    assert sorted(report["skipped"] + SHIPPED) == sorted(model_names())
+    assert all(m["rows"][0]["max_abs_logit_diff"] is None for m in report["models"])
+    assert "end_to_end" not in report
+
+
 @pytest.mark.parametrize("args, needle", [
     (("--batch-sizes", "1,x"), "comma-separated"),
     (("--batch-sizes", "0"), "positive"),
@@ -67,3 +81,28 @@ def test_bench_cuda_without_a_gpu_is_one_line(cli, tmp_path):
 def test_bench_missing_model_file(cli, tmp_path):
     assert_one_line_error(cli("bench", "--model", "gru", "--artifacts", tmp_path, "--out", tmp_path / "b"),
                           "no ONNX model at")
+
+
+def _accuracy_script():
+    spec = importlib.util.spec_from_file_location("accuracy_bench", REPO / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_accuracy_benchmark_quick_run_writes_the_table(tmp_path, data_root, capsys):
+    """Train, export and evaluate through the script; a quick run misses the report bar, so it exits 1
+    and cannot ship."""
+    script = _accuracy_script()
+    code = script.main(["--models", "gru", "--epochs", "1", "--limit", "300", "--runs", str(tmp_path / "runs"),
+                        "--out", str(tmp_path / "res"), "--threads", "1"])
+    assert code == 1
+    rows = json.loads((tmp_path / "res" / "accuracy.json").read_text())["rows"]
+    (row,) = rows
+    assert row["model"] == "gru" and row["test_images"] == 10_000 and row["epochs"] == 1
+    assert row["parity_passed"] and row["accuracy_diff_pp"] <= 0.01 and not row["beats_report"]
+    assert not row["full_data_defaults"]
+    md = (tmp_path / "res" / "accuracy.md").read_text()
+    assert "| `gru` |" in md and "Quick run" in md
+    assert "missed the bar" in capsys.readouterr().err
+    assert script.main(["--models", "gru", "--epochs", "1", "--ship", "--runs", str(tmp_path / "runs")]) == 2
