@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -31,7 +30,7 @@ from edgecls.bench import cpu_name
 from edgecls.errors import EdgeclsError
 from edgecls.evaluate import evaluate
 from edgecls.export import export_model
-from edgecls.fileio import atomic_path, write_json
+from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
 from edgecls.locations import MODEL_CARD, shipped_root
 from edgecls.registry import all_specs, get_spec
 from edgecls.train import TrainConfig, train
@@ -69,8 +68,6 @@ def bench_one(name: str, runs: Path, args) -> dict:
     cfg = TrainConfig.from_spec(spec, **overrides)
     run = runs / name
     state = run_state(run, spec, cfg) if args.reuse else "other"
-    if state == "other" and (run / "checkpoint.pt").exists():
-        shutil.rmtree(run)  # a run with other settings: start clean rather than mix them
     if state != "finished":
         train(name, artifacts=runs, data_dir=args.data_dir, device=args.device, resume=state == "unfinished",
               echo=print, **overrides)
@@ -120,14 +117,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def ship(row: dict, runs: Path, dest_root: Path) -> Path:
     """Copy a run's model.onnx into <dest_root>/<model>/ with its model card (both renamed into place)."""
+    spec = get_spec(row["model"])
     src = runs / row["model"] / "model.onnx"
     dest = dest_root / row["model"]
     dest.mkdir(parents=True, exist_ok=True)
     data = src.read_bytes()
     card = {
-        "model": row["model"], "summary": get_spec(row["model"]).summary,
-        "architecture": get_spec(row["model"]).builder_kwargs, "dataset": row["dataset"],
-        "test_images": row["test_images"], "classes": list(get_spec(row["model"]).class_names),
+        "model": row["model"], "summary": spec.summary, "architecture": spec.builder_kwargs,
+        "dataset": row["dataset"], "test_images": row["test_images"], "classes": list(spec.class_names),
         "accuracy": {"eager_pct": row["accuracy_eager_pct"], "onnx_pct": row["accuracy_onnx_pct"],
                      "must_beat_pct": row["bar_pct"], "report": row["report"]},
         "parity": {k: row[k] for k in ("accuracy_diff_pp", "argmax_agreement_pct", "max_abs_logit_diff", "atol")},
@@ -164,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             [get_spec(n.strip()).name for n in args.models.split(",")]
         if args.ship and (args.epochs is not None or args.limit is not None):
             raise EdgeclsError("--ship needs full-data runs with default settings; drop --epochs/--limit")
-        runs, out = Path(args.runs), Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        runs, out = Path(args.runs), ensure_writable_dir(args.out, "--out")
         t0 = time.time()
         rows = [bench_one(n, runs, args) for n in names]
     except EdgeclsError as exc:

@@ -18,6 +18,7 @@ import platform
 import statistics
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -128,17 +129,31 @@ def _eager_model(spec: ModelSpec, onnx_path: Path) -> tuple[torch.nn.Module, Pat
     return spec.build().eval(), None
 
 
-def bench_model(spec: ModelSpec, *, provider: str, batch_sizes: tuple[int, ...], threads: int,
-                artifacts: str | Path | None, seconds: float, gemm: float,
-                echo: Callable[[str], None]) -> dict:
+@dataclass
+class Pair:
+    """A model opened for both sides: its ONNX session and the eager module on the matching device."""
+
+    spec: ModelSpec
+    onnx_path: Path
+    classifier: Classifier
+    model: torch.nn.Module
+    checkpoint: Path | None
+    device: torch.device
+
+
+def open_pair(spec: ModelSpec, provider: str, threads: int, artifacts: str | Path | None) -> Pair:
     onnx_path = find_onnx(spec.name, artifacts)
     classifier = Classifier(onnx_path, provider, threads)  # raises a one-line error for a missing/unusable file
     if classifier.info.model != spec.name:
         raise EdgeclsError(f"{onnx_path} is a {classifier.info.model!r} model, not {spec.name!r}")
-    session = classifier.session
     model, ckpt_path = _eager_model(spec, onnx_path)
     device = torch.device("cuda" if classifier.provider == "cuda" else "cpu")
-    model.to(device)
+    return Pair(spec, onnx_path, classifier, model.to(device), ckpt_path, device)
+
+
+def bench_model(pair: Pair, *, batch_sizes: tuple[int, ...], seconds: float, gemm: float,
+                echo: Callable[[str], None]) -> dict:
+    spec, session, model, device, ckpt_path = pair.spec, pair.classifier.session, pair.model, pair.device, pair.checkpoint
     flops = model_flops(model.cpu(), spec)
     model.to(device)
     rows = []
@@ -172,32 +187,34 @@ def bench_model(spec: ModelSpec, *, provider: str, batch_sizes: tuple[int, ...],
         echo(f"{spec.name:12}{batch:>6}{e['median_ms']:>10.3f}{e['p90_ms']:>9.3f}{e['images_per_s']:>9.0f}"
              f"{100 * e['fraction_of_gemm']:>7.1f}%{o['median_ms']:>10.3f}{o['p90_ms']:>9.3f}{o['images_per_s']:>9.0f}"
              f"{100 * o['fraction_of_gemm']:>7.1f}%{row['speedup']:>8.2f}x")
-    return {"model": spec.name, "onnx": str(onnx_path), "exporter": classifier.info.exporter,
-            "onnx_provider": classifier.providers[0], "eager_weights": str(ckpt_path or FRESH), "flops_per_image": flops,
-            "rows": rows}
+    return {"model": spec.name, "onnx": str(pair.onnx_path), "exporter": pair.classifier.info.exporter,
+            "onnx_provider": pair.classifier.providers[0], "eager_weights": str(ckpt_path or FRESH),
+            "flops_per_image": flops, "rows": rows}
 
 
-def bench_end_to_end(threads: int, provider: str, artifacts, data_dir, limit: int | None, batch_size: int,
-                     echo: Callable[[str], None]) -> dict:
+def cifar_test_files(data_dir: str | None, limit: int | None):
+    """The CIFAR-10 test JPEGs the end-to-end run reads: (ImageSet, chosen indices)."""
+    from .data import evenly_spaced, load_split
+
+    test = load_split("cifar10", "test", data_dir, download=False)
+    if test.files is None:
+        raise EdgeclsError("the end-to-end benchmark needs CIFAR-10 as image files (CIFAR10-images/test/<class>/); "
+                           "pass --e2e-images 0 to skip it")
+    return test, evenly_spaced(len(test), limit) if limit else torch.arange(len(test))
+
+
+def bench_end_to_end(pair: Pair, test, idx: torch.Tensor, batch_size: int, echo: Callable[[str], None]) -> dict:
     """`edgecls infer`'s path on CIFAR-10 test JPEGs against ImageFolder + DataLoader + eager."""
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    from .data import evenly_spaced, load_split
     from .runtime.infer import classify_files
 
-    spec = get_spec("cnn")
-    test = load_split("cifar10", "test", data_dir, download=False)
-    if test._files is None:
-        raise EdgeclsError("the end-to-end benchmark needs CIFAR-10 as image files (CIFAR10-images/test/<class>/); "
-                           "pass --e2e-images 0 to skip it")
-    idx = evenly_spaced(len(test), limit) if limit else torch.arange(len(test))
-    files = [Path(test._files[i]) for i in idx.tolist()]
+    files = [Path(test.files[i]) for i in idx.tolist()]
     labels = test.labels[idx].numpy()
-    folder = Path(test._files[0]).parent.parent
+    folder = Path(test.files[0]).parent.parent
+    spec, classifier, model, device = pair.spec, pair.classifier, pair.model, pair.device
 
-    onnx_path = find_onnx("cnn", artifacts)
-    classifier = Classifier(onnx_path, provider, threads)
     classify_files(classifier, files[:batch_size], batch_size, 1)  # warm-up
     t0 = time.perf_counter()
     preds = classify_files(classifier, files, batch_size, 1)
@@ -205,13 +222,10 @@ def bench_end_to_end(threads: int, provider: str, artifacts, data_dir, limit: in
     names = list(classifier.class_names)
     ours_acc = float(np.mean([names.index(p.top[0][0]) == y for p, y in zip(preds, labels)]) * 100)
 
-    model, ckpt_path = _eager_model(spec, onnx_path)
-    device = torch.device("cuda" if classifier.provider == "cuda" else "cpu")
-    model.to(device)
     pre = spec.preprocess
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(pre.mean, pre.std)])
     folder_set = datasets.ImageFolder(str(folder), transform=tf)
-    if [Path(p) for p, _ in folder_set.samples] != [Path(f) for f in test._files]:
+    if [Path(p) for p, _ in folder_set.samples] != [Path(f) for f in test.files]:
         raise EdgeclsError(f"{folder}: ImageFolder sees other files than edgecls; cannot compare")
     loader = DataLoader(Subset(folder_set, idx.tolist()), batch_size=batch_size, num_workers=0)
     correct = 0
@@ -225,7 +239,7 @@ def bench_end_to_end(threads: int, provider: str, artifacts, data_dir, limit: in
         "edgecls_infer": {"seconds": ours_s, "images_per_s": len(files) / ours_s, "accuracy_pct": ours_acc,
                           "provider": classifier.providers[0]},
         "pytorch_baseline": {"seconds": base_s, "images_per_s": len(files) / base_s,
-                             "accuracy_pct": correct / len(files) * 100, "eager_weights": str(ckpt_path or FRESH),
+                             "accuracy_pct": correct / len(files) * 100, "eager_weights": str(pair.checkpoint or FRESH),
                              "what": "torchvision ImageFolder + ToTensor/Normalize + DataLoader(num_workers=0) "
                                      "+ eager model in inference mode"},
     }
@@ -288,12 +302,14 @@ def bench(model: str = "all", *, provider: str = "cpu", batch_sizes: tuple[int, 
         raise EdgeclsError(f"--seconds must be positive (got {seconds})")
     if e2e_images is not None and e2e_images < 0:
         raise EdgeclsError(f"--e2e-images must be 0 (skip) or more (got {e2e_images})")
-    out = Path(out)
-    ensure_writable_dir(out)
+    out = ensure_writable_dir(out, "--out")
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     if provider == "cuda" and not torch.cuda.is_available():
         raise EdgeclsError("--provider cuda needs a GPU that PyTorch sees too (for the eager side); use --provider cpu")
+    # Open every model and find the data first: a bad file or folder fails before minutes of timing.
+    pairs = [open_pair(get_spec(n), provider, threads, artifacts) for n in names]
+    e2e = cifar_test_files(data_dir, e2e_images) if "cnn" in names and e2e_images != 0 else None
     gemm = gemm_gflops(threads, provider)
     echo(f"{cpu_name()}, {threads} threads, provider {provider}; fp32 GEMM 1024^3: {gemm:.1f} GFLOP/s")
     if skipped:
@@ -301,13 +317,12 @@ def bench(model: str = "all", *, provider: str = "cpu", batch_sizes: tuple[int, 
     echo(f"{'':18}{'--------- PyTorch eager ---------':>34}{'--------- ONNX Runtime ----------':>35}")
     echo(f"{'model':12}{'batch':>6}{'ms':>10}{'p90':>9}{'img/s':>9}{'GEMM%':>8}{'ms':>10}{'p90':>9}{'img/s':>9}"
          f"{'GEMM%':>8}{'speedup':>9}")
-    results = [bench_model(get_spec(n), provider=provider, batch_sizes=batch_sizes, threads=threads,
-                           artifacts=artifacts, seconds=seconds, gemm=gemm, echo=echo) for n in names]
+    results = [bench_model(pair, batch_sizes=batch_sizes, seconds=seconds, gemm=gemm, echo=echo) for pair in pairs]
     report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "edgecls_version": __version__,
               "hardware": hardware(provider, threads), "gemm_gflops": gemm, "seconds_per_point": seconds,
               "models": results, "skipped": skipped}
-    if "cnn" in names and e2e_images != 0:
-        report["end_to_end"] = bench_end_to_end(threads, provider, artifacts, data_dir, e2e_images, 64, echo)
+    if e2e is not None:
+        report["end_to_end"] = bench_end_to_end(pairs[names.index("cnn")], *e2e, 64, echo)
     write_json(out / "bench.json", report)
     hw = report["hardware"]
     plot(results, out / "bench.png", f"{hw['cpu']}, {threads} threads, {provider}; fp32, median of single calls")

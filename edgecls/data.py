@@ -43,6 +43,11 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def files(self) -> Sequence[str] | None:
+        """The image files behind the set (image folders), or None for in-memory data sets."""
+        return self._files
+
     def images(self, index: torch.Tensor | None = None) -> torch.Tensor:
         if self._tensor is not None:
             return self._tensor if index is None else self._tensor[index]

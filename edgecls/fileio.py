@@ -15,15 +15,15 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create `path` if needed and check that files can be written there."""
+def ensure_writable_dir(path: str | os.PathLike, option: str = "--artifacts") -> Path:
+    """Create `path` if needed and check that files can be written there (`option` chose it)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EdgeclsError(f"cannot create folder {path}: {exc.strerror or exc}; choose another with --artifacts") from exc
+        raise EdgeclsError(f"cannot create folder {path}: {exc.strerror or exc}; choose another with {option}") from exc
     if not os.access(path, os.W_OK | os.X_OK):
-        raise EdgeclsError(f"folder {path} is not writable; choose another with --artifacts")
+        raise EdgeclsError(f"folder {path} is not writable; choose another with {option}")
     return path
 
 

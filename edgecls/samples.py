@@ -9,7 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .registry import all_specs
+from .registry import EMNIST_BYMERGE_CLASSES, all_specs
 
 DATASET_FOLDERS = {"fashion-mnist": "fashion-mnist", "emnist-bymerge": "emnist", "cifar10": "cifar10"}
 PER_DATASET = {"fashion-mnist": 50, "emnist-bymerge": 94, "cifar10": 50}
@@ -33,18 +33,9 @@ def sample_files(dataset: str, root: str | Path | None = None) -> list[Path]:
 def label_of(path: str | Path, class_names: tuple[str, ...], target: str | None = None) -> int:
     """The true class index written into a sample's file name, in the labelling of a model."""
     label = Path(path).stem.split("_", 1)[1]
-    dataset_label = [slug(c) for c in _dataset_classes(class_names, target)].index(label)
-    if target == "digit-letter":
-        return int(dataset_label >= 10)
-    return dataset_label
-
-
-def _dataset_classes(class_names: tuple[str, ...], target: str | None) -> tuple[str, ...]:
-    if target == "digit-letter":
-        from .registry import EMNIST_BYMERGE_CLASSES
-
-        return EMNIST_BYMERGE_CLASSES
-    return class_names
+    if target == "digit-letter":  # files carry the EMNIST class; digits are its first ten
+        return int([slug(c) for c in EMNIST_BYMERGE_CLASSES].index(label) >= 10)
+    return [slug(c) for c in class_names].index(label)
 
 
 def write_samples(out: str | Path = "samples", data_dir: str | None = None) -> dict[str, int]:
@@ -66,8 +57,8 @@ def write_samples(out: str | Path = "samples", data_dir: str | None = None) -> d
         folder.mkdir(parents=True)
         for i in idx.tolist():
             label = names[int(test.labels[i])]
-            if test._files is not None:  # image files (CIFAR-10 JPEGs): the original bytes
-                src = Path(test._files[i])
+            if test.files is not None:  # image files (CIFAR-10 JPEGs): the original bytes
+                src = Path(test.files[i])
                 shutil.copyfile(src, folder / f"{i:05d}_{label}{src.suffix.lower()}")
                 continue
             pixels = test.images(idx.new_tensor([i]))[0].permute(1, 2, 0).numpy()
@@ -86,11 +77,11 @@ def check_samples(names: list[str] | None = None, provider: str = "auto") -> lis
 
     rows = []
     for spec in [get_spec(n) for n in names] if names else all_specs():
-        files = sample_files(spec.dataset)
-        if not find_onnx(spec.name).is_file():
-            print(f"{spec.name:12} not shipped (it did not beat its report); train and export it yourself")
+        files, onnx_path = sample_files(spec.dataset), find_onnx(spec.name)
+        if not onnx_path.is_file():
+            print(f"{spec.name:12} no model.onnx (neither shipped nor exported); train and export it yourself")
             continue
-        classifier = Classifier(find_onnx(spec.name), provider)
+        classifier = Classifier(onnx_path, provider)
         labels, _ = classifier.predict(files)
         right = sum(spec.class_names.index(lab) == label_of(f, spec.class_names, spec.target)
                     for f, lab in zip(files, labels))

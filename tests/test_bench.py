@@ -78,6 +78,14 @@ def test_bench_cuda_without_a_gpu_is_one_line(cli, tmp_path):
     assert_one_line_error(cli("bench", "--model", "gru", "--provider", "cuda", "--out", tmp_path), "--provider cpu")
 
 
+def test_bench_damaged_model_file_fails_before_timing(cli, tmp_path):
+    (tmp_path / "gru").mkdir()
+    (tmp_path / "gru" / "model.onnx").write_bytes(b"not an onnx file")
+    result = cli("bench", "--model", "gru", "--artifacts", tmp_path, "--out", tmp_path / "b")
+    assert_one_line_error(result, "ONNX Runtime cannot load")
+    assert "GEMM" not in result.output and not (tmp_path / "b" / "bench.json").exists()
+
+
 def test_bench_missing_model_file(cli, tmp_path):
     assert_one_line_error(cli("bench", "--model", "gru", "--artifacts", tmp_path, "--out", tmp_path / "b"),
                           "no ONNX model at")

@@ -82,7 +82,7 @@ def test_user_image_folder_tree_is_a_source(data_root, tmp_path):
             shutil.copy(f, tmp_path / "test" / cls / f.name)
     data = load_split("cifar10", "test", data_dir=tmp_path, download=False)
     assert len(data) == 30 and data.source.startswith(str(tmp_path))
-    assert torch.equal(data.images(), decode_files(data._files, "RGB"))
+    assert torch.equal(data.images(), decode_files(data.files, "RGB"))
 
 
 def test_user_tree_with_other_classes_is_refused(tmp_path):
