@@ -9,6 +9,9 @@ real data, and write the results table (markdown + JSON).
 resumes an unfinished one); anything else is trained afresh. --ship copies each model that beats its
 report into artifacts/<name>/ with a model card; only full-data runs with default settings ship.
 --epochs/--limit make a quick (non-shippable) run for tests.
+
+The results table keeps one row per model: a run of some models replaces their rows and keeps the
+others' (each row names the command and date that measured it).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from edgecls.evaluate import evaluate
 from edgecls.export import export_model
 from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
 from edgecls.locations import MODEL_CARD, shipped_root
-from edgecls.registry import all_specs, get_spec
+from edgecls.registry import all_specs, get_spec, model_names
 from edgecls.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +96,18 @@ def bench_one(name: str, runs: Path, args) -> dict:
     }
 
 
+def merge_rows(previous: Path, rows: list[dict]) -> list[dict]:
+    """Earlier rows of models not run now, plus this run's rows, in registry order."""
+    try:
+        doc = json.loads(previous.read_text())
+        old = [{"measured": doc.get("created"), "command": doc.get("command"), **r} for r in doc["rows"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        old = []
+    merged = {r["model"]: r for r in old if r.get("model") in model_names()}
+    merged.update({r["model"]: r for r in rows})
+    return sorted(merged.values(), key=lambda r: model_names().index(r["model"]))
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         f"Accuracy benchmark, {meta['created']}: `{meta['command']}`",
@@ -110,6 +125,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"| {r['max_abs_logit_diff']:.1e} | {r['epochs']} ({r['best_epoch']}) | {r['train_seconds'] / 60:.1f} min "
             f"| {r['train_device']}{threads} | {r['exporter']} | {r['bar_pct']:.2f} % "
             f"| {'yes' if r['beats_report'] else '**no**'} |")
+    earlier = sorted({(r.get("measured"), r.get("command")) for r in rows if r.get("measured") != meta["created"]},
+                     key=str)
+    for when, cmd in earlier:
+        kept = ", ".join(f"`{r['model']}`" for r in rows if (r.get("measured"), r.get("command")) == (when, cmd))
+        lines += ["", f"Kept from an earlier run ({when}: `{cmd}`): {kept}."]
     if not all(r["full_data_defaults"] for r in rows):
         lines += ["", "Quick run (--epochs/--limit given): not the models' defaults, not comparable to the reports."]
     return "\n".join(lines) + "\n"
@@ -171,10 +191,13 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "eval_hardware": f"{cpu_name()}, ONNX Runtime CPU provider, torch {torch.__version__}",
             "wall_seconds": round(time.time() - t0), "edgecls_version": __version__}
-    write_json(out / "accuracy.json", {**meta, "rows": rows})
+    for row in rows:
+        row.update(measured=meta["created"], command=meta["command"])
+    table = merge_rows(out / "accuracy.json", rows)
+    write_json(out / "accuracy.json", {**meta, "rows": table})
     with atomic_path(out / "accuracy.md") as tmp:
-        tmp.write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+        tmp.write_text(markdown(table, meta))
+    print(markdown(table, meta))
     if args.ship:
         dest_root = Path(args.ship_to) if args.ship_to else shipped_root()
         for row in rows:

@@ -18,6 +18,15 @@ def rows_as_sequence(x: torch.Tensor) -> torch.Tensor:
 _RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
+def orthogonal_recurrent_(rnn: nn.RNNBase, hidden: int) -> None:
+    """Recurrent weights (every layer, gate and direction) that neither shrink nor blow up a state over
+    28 steps: each gate's hidden-to-hidden block starts orthogonal."""
+    for name, weight in rnn.named_parameters():
+        if name.startswith("weight_hh"):
+            for gate in weight.data.chunk(weight.shape[0] // hidden):
+                nn.init.orthogonal_(gate)
+
+
 class RowRNN(nn.Module):
     """Stacked recurrent layers over image rows; the last step's output feeds a linear classifier."""
 
@@ -28,17 +37,36 @@ class RowRNN(nn.Module):
         kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
         self.rnn = rnn_cls(in_channels * width, hidden, num_layers=layers, batch_first=True,
                            dropout=dropout if layers > 1 else 0.0, **kwargs)
-        if orthogonal:  # recurrent weights that neither shrink nor blow up a state over 28 steps
-            for name, weight in self.rnn.named_parameters():
-                if name.startswith("weight_hh"):
-                    for gate in weight.data.chunk(weight.shape[0] // hidden):
-                        nn.init.orthogonal_(gate)
+        if orthogonal:
+            orthogonal_recurrent_(self.rnn, hidden)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(rows_as_sequence(x))
         return self.head(self.dropout(out[:, -1]))
+
+
+class BiRowRNN(nn.Module):
+    """Bidirectional tanh RNN over image rows (the Fashion-MNIST bi-RNN report), then dense -> dropout ->
+    ReLU -> dense. The head reads each direction's own final state: the forward direction at the last
+    row and the backward direction at the first row (where it finishes), never mixing images."""
+
+    def __init__(self, in_channels: int, width: int, num_classes: int, hidden: int = 128, layers: int = 1,
+                 fc: int = 512, dropout: float = 0.2, orthogonal: bool = True):
+        super().__init__()
+        self.hidden = hidden
+        self.rnn = nn.RNN(in_channels * width, hidden, num_layers=layers, batch_first=True, bidirectional=True,
+                          nonlinearity="tanh", dropout=dropout if layers > 1 else 0.0)
+        if orthogonal:
+            orthogonal_recurrent_(self.rnn, hidden)
+        self.head = nn.Sequential(nn.Linear(2 * hidden, fc), nn.Dropout(dropout), nn.ReLU(inplace=True),
+                                  nn.Linear(fc, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(rows_as_sequence(x))  # [N, T, 2*hidden]: forward half, then backward half
+        h = self.hidden
+        return self.head(torch.cat([out[:, -1, :h], out[:, 0, h:]], dim=1))
 
 
 def _conv_block(cin: int, cout: int, kernel: int, dropout: float = 0.0) -> nn.Sequential:
@@ -91,6 +119,10 @@ def small_cnn(c: int, h: int, w: int, k: int, **kw) -> nn.Module:
 
 def row_rnn(c: int, h: int, w: int, k: int, **kw) -> nn.Module:
     return RowRNN(in_channels=c, width=w, num_classes=k, **kw)
+
+
+def bi_row_rnn(c: int, h: int, w: int, k: int, **kw) -> nn.Module:
+    return BiRowRNN(in_channels=c, width=w, num_classes=k, **kw)
 
 
 def crnn(c: int, h: int, w: int, k: int, **kw) -> nn.Module:

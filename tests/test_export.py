@@ -203,3 +203,40 @@ def test_no_validate_is_loud_and_labelled(cli, exported):
     assert result.exit_code == 0 and "WARNING" in result.output and "NOT checked" in result.output
     props = {p.key: p.value for p in graph(art / "gru" / "model.onnx").metadata_props}
     assert props["validated"] == "false"
+
+
+@pytest.mark.parametrize("half", ["forward", "backward"])
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_birnn_each_direction_agrees_with_eager(tmp_path, exporter, half):
+    """With the head's weights for the other direction zeroed, the logits depend on one direction alone,
+    so a wrong direction, a swapped output half or an unreversed sequence fails parity. TorchScript
+    writes one bidirectional RNN node whose initial state is not frozen to a batch size; dynamo unrolls
+    both directions (28 tanh steps each). The batch axis stays symbolic either way."""
+    spec = get_spec("birnn")
+    torch.manual_seed(3)
+    model = spec.build()
+    hidden = spec.builder_kwargs["hidden"]
+    with torch.no_grad():
+        first = model.head[0].weight
+        (first[:, hidden:] if half == "forward" else first[:, :hidden]).zero_()
+    write_checkpoint(spec, tmp_path / "birnn" / "checkpoint.pt", model=model)
+    export_model("birnn", artifacts=tmp_path, exporter=exporter, echo=lambda s: None)
+    path = tmp_path / "birnn" / "model.onnx"
+    assert batch_dims(path) == ["batch", "batch"]
+    g = graph(path).graph
+    rnns = [n for n in g.node if n.op_type == "RNN"]
+    if exporter == "torchscript":
+        (node,) = rnns
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["direction"] == b"bidirectional" and attrs["hidden_size"] == hidden
+        initializers = {i.name for i in g.initializer}
+        assert len(node.input) < 6 or not node.input[5] or node.input[5] not in initializers, "h0 frozen"
+    else:
+        assert not rnns
+        assert sum(n.op_type == "Tanh" for n in g.node) == 2 * 28
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 2, 7, 64):
+        x = torch.randn(batch, *spec.input_shape)
+        with torch.inference_mode():
+            eager = model(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], eager, atol=spec.atol, rtol=0)

@@ -12,7 +12,7 @@ NAMES = model_names()
 
 
 def test_zoo_is_the_five_report_systems():
-    assert NAMES == ["cnn", "rnn", "gru", "crnn", "lstm", "lstm-binary"]
+    assert NAMES == ["cnn", "rnn", "birnn", "gru", "crnn", "lstm", "lstm-binary"]
     assert get_spec("lstm").num_classes == 47 and get_spec("lstm-binary").class_names == ("digit", "letter")
 
 
@@ -99,3 +99,21 @@ def test_rnn_starts_with_orthogonal_recurrent_weights():
     torch.manual_seed(0)
     gru = get_spec("gru").build().rnn.weight_hh_l0.detach()[:128]  # the others keep PyTorch's uniform init
     assert not torch.allclose(gru @ gru.T, torch.eye(128), atol=1e-2)
+
+
+def test_birnn_head_reads_each_directions_final_state_per_image():
+    """Forward direction at the last row, backward at the first (its own final state), image by image:
+    unlike the source report's reshape, no image's features mix with another's."""
+    from edgecls.models import rows_as_sequence
+
+    torch.manual_seed(0)
+    model = get_spec("birnn").build().eval()
+    x = torch.randn(5, 1, 28, 28)
+    with torch.inference_mode():
+        _, h_n = model.rnn(rows_as_sequence(x))  # [2 directions, N, hidden] for one layer
+        assert torch.allclose(model.head(torch.cat([h_n[0], h_n[1]], dim=1)), model(x), atol=1e-6)
+        alone = torch.cat([model(x[i:i + 1]) for i in range(len(x))])
+        assert torch.allclose(alone, model(x), atol=1e-5)
+    assert model.rnn.bidirectional and model.rnn.nonlinearity == "tanh"
+    w = model.rnn.weight_hh_l0_reverse.detach()
+    assert torch.allclose(w @ w.T, torch.eye(w.shape[0]), atol=1e-5)  # orthogonal start, both directions
