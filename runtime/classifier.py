@@ -52,7 +52,11 @@ class Classifier:
 
     def logits(self, batch_uint8: np.ndarray) -> np.ndarray:
         """uint8 [N, C, H, W] in the model's size and mode -> logits [N, K]."""
-        return self.session.run(None, {INPUT_NAME: normalize(batch_uint8, self.info)})[0]
+        return self.run(normalize(batch_uint8, self.info))
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """The model's own input (float32 [N, C, H, W], already normalized) -> logits [N, K]."""
+        return self.session.run(None, {INPUT_NAME: inputs})[0]
 
     def predict(self, images: Sequence, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
         """Top-1 labels and the probability matrix [N, K] for images of any mode and size."""

@@ -6,6 +6,9 @@ in float32. Decoding and mode conversion are what a user's file needs to look li
 
 from __future__ import annotations
 
+import warnings
+from typing import BinaryIO
+
 import numpy as np
 from PIL import Image, ImageFile
 
@@ -18,11 +21,18 @@ class ImageError(Exception):
     """A file that is not a readable image; infer reports it and goes on with the others."""
 
 
-def load_image(path: str) -> Image.Image:
+def load_image(source: str | BinaryIO, strict_size: bool = False) -> Image.Image:
+    """Decode a file path or a binary file object. `strict_size` (the server) refuses anything over
+    Pillow's MAX_IMAGE_PIXELS, where Pillow itself only warns up to twice that."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy() if im.mode != "P" else im.convert("RGBA")
+        with warnings.catch_warnings():
+            if strict_size:
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                im.load()
+                return im.copy() if im.mode != "P" else im.convert("RGBA")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large, refused as a possible decompression bomb ({str(exc)[:160]})") from None
     except Exception as exc:  # Pillow raises many types for bad files
         kind = "not an image" if "cannot identify" in str(exc) else f"unreadable image ({str(exc)[:120]})"
         raise ImageError(kind) from None

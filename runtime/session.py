@@ -35,16 +35,16 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 @contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Capture what ORT's C++ side writes to file descriptor 2 (its CUDA load errors go there)."""
+def _captured_stderr(fd: int = 2) -> Iterator[list[str]]:
+    """Capture what ORT's C++ side writes to a file descriptor (its CUDA load errors go to 2)."""
     lines: list[str] = []
     with tempfile.TemporaryFile(mode="w+") as buf:
-        saved = os.dup(2)
+        saved = os.dup(fd)
         try:
-            os.dup2(buf.fileno(), 2)
+            os.dup2(buf.fileno(), fd)
             yield lines
         finally:
-            os.dup2(saved, 2)
+            os.dup2(saved, fd)
             os.close(saved)
             buf.seek(0)
             lines.extend(buf.read().splitlines())
@@ -63,9 +63,16 @@ def _cuda_failure_reason(log: list[str]) -> str:
 
 def _preload_cuda_libraries() -> None:
     # onnxruntime-gpu >= 1.21 can load the CUDA/cuDNN libraries that pip-installed torch brings along.
+    # Where they are missing it print()s "Failed to load ..." to stdout, which would corrupt
+    # `infer --format json` output, so both streams are captured.
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:
-        with contextlib.suppress(Exception), _captured_stderr():
+        import io
+        import sys
+
+        sys.stdout.flush()
+        with contextlib.suppress(Exception), _captured_stderr(2), _captured_stderr(1), \
+                contextlib.redirect_stdout(io.StringIO()):
             preload()
 
 
