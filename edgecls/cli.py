@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import sys
 
 import click
@@ -30,6 +31,33 @@ def user_errors(fn):
     return wrapper
 
 
+class MissingExtra(click.ClickException):
+    exit_code = 2
+
+
+# What `pip install '.[train]'` adds; the core install (infer, serve, triton) has none of it.
+TRAIN_EXTRA = ("torch", "torchvision", "onnx", "onnxscript", "matplotlib")
+
+
+def missing_training_extra() -> list[str]:
+    return [m for m in TRAIN_EXTRA if importlib.util.find_spec(m) is None]
+
+
+def needs_training_extra(fn):
+    """Commands that train or run PyTorch: one line naming the extra when it is not installed."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        missing = missing_training_extra()
+        if missing:
+            raise MissingExtra(f"`edgecls {click.get_current_context().info_name}` needs the training extra "
+                               f"(missing: {', '.join(missing)}); install it with pip install 'edgecls[train]' "
+                               "(in a checkout: pip install -e '.[train]')")
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 model_option = click.option("--model", "model", required=True, metavar="NAME",
                             help=f"Registered model: {', '.join(model_names())}.")
 artifacts_option = click.option("--artifacts", default=RUNS, show_default=True, type=click.Path(),
@@ -52,11 +80,12 @@ def models_cmd():
     """List the model zoo: dataset, input shape, classes and parameter count."""
     from .registry import all_specs
 
+    counted = not missing_training_extra()  # parameter counts need torch
     rows = [("name", "dataset", "input", "classes", "params", "architecture")]
     for spec in all_specs():
-        params = sum(p.numel() for p in spec.build().parameters())
+        params = sum(p.numel() for p in spec.build().parameters()) if counted else "n/a"
         rows.append((spec.name, spec.dataset, "x".join(map(str, spec.input_shape)), str(spec.num_classes),
-                     f"{params:,}", spec.summary))
+                     f"{params:,}" if counted else params, spec.summary))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -75,6 +104,7 @@ def models_cmd():
 @artifacts_option
 @click.option("--resume", is_flag=True, help="Continue the run in <artifacts>/<model>/ after its last epoch.")
 @user_errors
+@needs_training_extra
 def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, artifacts, resume):
     """Train MODEL on its real data set; writes checkpoint.pt, history.json and curves.png."""
     from edgecls.train import train
@@ -96,6 +126,7 @@ def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, arti
 @click.option("--no-validate", is_flag=True,
               help="DANGEROUS: skip the parity check against PyTorch (the file is labelled unvalidated).")
 @user_errors
+@needs_training_extra
 def export_cmd(model, checkpoint, opset, exporter, atol, data_dir, artifacts, no_validate):
     """Export MODEL to <artifacts>/<model>/model.onnx and check it against PyTorch; a parity failure
     exits non-zero and leaves no model.onnx behind."""
@@ -160,6 +191,7 @@ def infer_cmd(paths, model, onnx_file, provider, batch_size, top_k, fmt, output,
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [one per core].")
 @artifacts_option
 @user_errors
+@needs_training_extra
 def evaluate_cmd(model, provider, data_dir, limit, batch_size, threads, artifacts):
     """Accuracy and logit parity of the ONNX model (ONNX Runtime) against the PyTorch checkpoint on the
     real test split; writes parity.json and exits non-zero when the parity bar is missed."""
@@ -186,6 +218,7 @@ def evaluate_cmd(model, provider, data_dir, limit, batch_size, threads, artifact
 @click.option("--out", type=click.Path(), default=f"{RUNS}/bench", show_default=True,
               help="Folder for bench.json and bench.png.")
 @user_errors
+@needs_training_extra
 def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_dir, artifacts, out):
     """Latency and throughput of eager PyTorch against ONNX Runtime per model and batch size, and the
     end-to-end `edgecls infer` rate on CIFAR-10 JPEGs against an ImageFolder + DataLoader baseline."""
@@ -193,6 +226,62 @@ def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_d
 
     bench(model, provider=provider, batch_sizes=parse_batch_sizes(batch_sizes), threads=threads,
           artifacts=artifacts, seconds=seconds, e2e_images=e2e_images, data_dir=data_dir, out=out, echo=click.echo)
+
+
+@main.command("serve", epilog="Stops gracefully, after answering the requests in flight, on Ctrl-C (exit code 0) or "
+                              "SIGTERM (the process then ends by that signal, as uvicorn does: 143 in a shell). Exit "
+                              "code 2: nothing served (bad options, address in use, missing or unusable model).")
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Serve this model (repeatable), from runs/<NAME>/ when you exported one, else the shipped file. "
+                   "Neither --model nor --onnx: every shipped model.")
+@click.option("--onnx", "onnx_files", multiple=True, type=click.Path(), metavar="FILE",
+              help="Serve an ONNX file made by edgecls export (repeatable), under the model name in its metadata.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the server has no authentication, so keep it local or behind a proxy.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@provider_option
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per model [one per core].")
+@click.option("--max-batch", type=int, default=64, show_default=True,
+              help="Most rows in one ONNX Runtime run, and in one request.")
+@click.option("--max-delay-ms", type=float, default=2.0, show_default=True,
+              help="How long the first request of a batch waits for others to join it.")
+@click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True,
+              help="Gather concurrent requests into one run (off: one run per request, in arrival order).")
+@click.option("--max-body-mb", type=float, default=16.0, show_default=True, help="Largest request body accepted (413 above).")
+@click.option("--artifacts", type=click.Path(), default=None, help="Take --model files from <artifacts>/<NAME>/.")
+def serve_cmd(models, onnx_files, host, port, provider, threads, max_batch, max_delay_ms, dynamic_batching,
+              max_body_mb, artifacts):
+    """Serve models over HTTP with the KServe v2 protocol that Triton speaks (tritonclient works, JSON and
+    binary tensors), plus POST /v2/models/<name>/classify for image files."""
+    from .serve import serve
+
+    try:
+        serve(list(models), list(onnx_files), host, port, provider, threads, max_batch, max_delay_ms,
+              dynamic_batching, max_body_mb, artifacts, echo=lambda m: click.echo(m, err=True))
+    except EdgeclsError as exc:
+        raise NothingRun(str(exc)) from None
+
+
+@main.command("triton")
+@click.argument("out_dir", metavar="DIR", type=click.Path())
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Model to write (repeatable) [every shipped model]; the ONNX file `edgecls infer --model` uses.")
+@click.option("--max-batch", type=int, default=64, show_default=True, help="max_batch_size in config.pbtxt.")
+@click.option("--max-delay-ms", type=float, default=2.0, show_default=True,
+              help="dynamic_batching max_queue_delay_microseconds, in ms.")
+@click.option("--instances", type=int, default=1, show_default=True, help="instance_group count.")
+@click.option("--kind", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="instance_group kind (auto: GPU where Triton has one).")
+@click.option("--artifacts", type=click.Path(), default=None, help="Take models from <artifacts>/<NAME>/.")
+def triton_cmd(out_dir, models, max_batch, max_delay_ms, instances, kind, artifacts):
+    """Write a Triton Inference Server model repository (config.pbtxt, 1/model.onnx, labels.txt per model)."""
+    from .serve import model_sources, write_repository
+
+    try:
+        write_repository(out_dir, model_sources(list(models), None, artifacts), max_batch, max_delay_ms, instances,
+                         kind, echo=click.echo)
+    except EdgeclsError as exc:
+        raise NothingRun(str(exc)) from None
 
 
 if __name__ == "__main__":

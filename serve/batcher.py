@@ -1,0 +1,110 @@
+"""Dynamic batching as Triton's `dynamic_batching` does it: requests for one model that arrive while it
+is busy, or within `max_delay` of the first, are run as one ONNX Runtime call of at most `max_batch`
+rows, and each caller gets its own rows back.
+
+ONNX Runtime runs on a worker thread (it releases the GIL), so the event loop keeps answering health
+checks and reading requests while a batch runs. One model runs one batch at a time, like one Triton
+model instance; with batching off, requests run one by one on that same worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+Run = Callable[[np.ndarray], np.ndarray]
+
+
+class Batcher:
+    def __init__(self, run: Run, max_batch: int = 64, max_delay_s: float = 0.002, enabled: bool = True,
+                 name: str = "model"):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1 (got {max_batch})")
+        if max_delay_s < 0:
+            raise ValueError(f"max_delay must not be negative (got {max_delay_s})")
+        self.run, self.max_batch, self.max_delay_s, self.enabled = run, max_batch, max_delay_s, enabled
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
+        self.waiting: collections.deque = collections.deque()  # (rows, future) in arrival order
+        self.waiting_rows = 0
+        self.task: asyncio.Task | None = None
+        self.batches = 0  # ONNX Runtime calls made, and the rows they held (tests and the bench read them)
+        self.rows = 0
+
+    async def start(self) -> None:
+        if self.enabled and self.task is None:
+            self.arrived, self.full = asyncio.Event(), asyncio.Event()
+            self.task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+        self.executor.shutdown(wait=True)
+
+    def qsize(self) -> int:
+        """Requests waiting for a batch."""
+        return len(self.waiting)
+
+    async def submit(self, rows: np.ndarray) -> np.ndarray:
+        """Logits for `rows` (at most max_batch of them), computed alone or in a batch with others."""
+        loop = asyncio.get_running_loop()
+        if not self.enabled:
+            out = await loop.run_in_executor(self.executor, self.run, rows)
+            self.batches, self.rows = self.batches + 1, self.rows + len(rows)
+            return out
+        if self.task is None:
+            raise RuntimeError("batcher not started")
+        future = loop.create_future()
+        self.waiting.append((rows, future))
+        self.waiting_rows += len(rows)
+        self.arrived.set()
+        if self.waiting_rows >= self.max_batch:
+            self.full.set()
+        return await future
+
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+        """Whole requests from the front of the queue, at most max_batch rows (always at least one)."""
+        items, count = [], 0
+        while self.waiting and (not items or count + len(self.waiting[0][0]) <= self.max_batch):
+            rows, fut = self.waiting.popleft()
+            self.waiting_rows -= len(rows)
+            count += len(rows)
+            items.append((rows, fut))
+        if self.waiting_rows < self.max_batch:
+            self.full.clear()
+        if not self.waiting:
+            self.arrived.clear()
+        return items
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.arrived.wait()
+            # One wait per batch, not per request: until the queue holds a full batch or max_delay passes.
+            if self.max_delay_s > 0 and self.waiting_rows < self.max_batch:
+                try:
+                    await asyncio.wait_for(self.full.wait(), self.max_delay_s)
+                except asyncio.TimeoutError:
+                    pass
+            live = [(rows, fut) for rows, fut in self._take() if not fut.cancelled()]  # callers that went away
+            if not live:
+                continue
+            batch = live[0][0] if len(live) == 1 else np.concatenate([rows for rows, _ in live])
+            try:
+                out = await loop.run_in_executor(self.executor, self.run, batch)
+            except Exception as exc:  # every caller of this batch hears about it; the loop goes on
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            self.batches, self.rows = self.batches + 1, self.rows + len(batch)
+            start = 0
+            for rows, fut in live:
+                if not fut.done():
+                    fut.set_result(out[start:start + len(rows)])
+                start += len(rows)
