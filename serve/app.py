@@ -178,7 +178,7 @@ def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
-def create_app(classifiers: dict[str, Classifier], max_batch: int = 64, max_delay_ms: float = 2.0,
+def create_app(classifiers: dict[str, Classifier], max_batch: int = 64, max_delay_ms: float = 0.0,
                dynamic_batching: bool = True, max_body_mb: float = 16.0) -> InferFastPath:
     """The ASGI application: the infer fast path in front of the FastAPI app (`.app`), whose `.state.models`
     holds each served model with its batcher."""

@@ -2,6 +2,10 @@
 is busy, or within `max_delay` of the first, are run as one ONNX Runtime call of at most `max_batch`
 rows, and each caller gets its own rows back.
 
+The delay is paid only where there is company to wait for: when several requests are already waiting
+or the previous batch held more than one. A lone client's request runs at once (with a fixed delay
+it would pay the whole delay on every request, for no batching at all).
+
 ONNX Runtime runs on a worker thread (it releases the GIL), so the event loop keeps answering health
 checks and reading requests while a batch runs. One model runs one batch at a time, like one Triton
 model instance; with batching off, requests run one by one on that same worker.
@@ -33,6 +37,7 @@ class Batcher:
         self.task: asyncio.Task | None = None
         self.batches = 0  # ONNX Runtime calls made, and the rows they held (tests and the bench read them)
         self.rows = 0
+        self.last_requests = 0  # requests in the previous batch
 
     async def start(self) -> None:
         if self.enabled and self.task is None:
@@ -86,12 +91,14 @@ class Batcher:
         while True:
             await self.arrived.wait()
             # One wait per batch, not per request: until the queue holds a full batch or max_delay passes.
-            if self.max_delay_s > 0 and self.waiting_rows < self.max_batch:
+            company = len(self.waiting) > 1 or self.last_requests > 1
+            if self.max_delay_s > 0 and self.waiting_rows < self.max_batch and company:
                 try:
                     await asyncio.wait_for(self.full.wait(), self.max_delay_s)
                 except asyncio.TimeoutError:
                     pass
             live = [(rows, fut) for rows, fut in self._take() if not fut.cancelled()]  # callers that went away
+            self.last_requests = len(live)
             if not live:
                 continue
             batch = live[0][0] if len(live) == 1 else np.concatenate([rows for rows, _ in live])

@@ -71,7 +71,7 @@ def check_address(host: str, port: int) -> None:
 
 def serve(models: list[str] | None = None, onnx_files: list[str] | None = None, host: str = "127.0.0.1",
           port: int = 8000, provider: str = "auto", threads: int | None = None, max_batch: int = 64,
-          max_delay_ms: float = 2.0, dynamic_batching: bool = True, max_body_mb: float = 16.0,
+          max_delay_ms: float = 0.0, dynamic_batching: bool = True, max_body_mb: float = 16.0,
           artifacts: str | None = None, echo=print) -> None:
     if max_batch < 1:
         raise EdgeclsError(f"--max-batch must be at least 1 (got {max_batch})")
@@ -93,7 +93,8 @@ def serve(models: list[str] | None = None, onnx_files: list[str] | None = None, 
     for name, clf in classifiers.items():
         note = f" (CUDA not available: {clf.fallback_reason})" if clf.fallback_reason else ""
         echo(f"serving {name}: {clf.path}, {clf.providers[0]}{note}")
-    batching = f"dynamic batching up to {max_batch} rows, {max_delay_ms:g} ms" if dynamic_batching else "no batching"
+    batching = (f"dynamic batching up to {max_batch} rows, max delay {max_delay_ms:g} ms" if dynamic_batching
+                else "no batching")
     echo(f"listening on http://{host}:{port} ({batching}); KServe v2: /v2/models/<name>/infer, "
          f"images: /v2/models/<name>/classify; Ctrl-C stops")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)

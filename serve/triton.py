@@ -26,7 +26,7 @@ KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 ENUM_KEYS = {"data_type", "kind"}  # printed bare in text format
 
 
-def model_config(classifier: Classifier, name: str, max_batch: int = 64, max_delay_ms: float = 2.0,
+def model_config(classifier: Classifier, name: str, max_batch: int = 64, max_delay_ms: float = 0.0,
                  instances: int = 1, kind: str = "auto", dynamic_batching: bool = True) -> dict:
     """Triton's ModelConfig for `classifier`'s ONNX file, as a dict in the message's field names."""
     if max_batch < 1:
@@ -81,7 +81,7 @@ def _scalar(key: str, value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_repository(out_dir: str | Path, sources: dict[str, Path], max_batch: int = 64, max_delay_ms: float = 2.0,
+def write_repository(out_dir: str | Path, sources: dict[str, Path], max_batch: int = 64, max_delay_ms: float = 0.0,
                      instances: int = 1, kind: str = "auto", echo=print) -> list[Path]:
     """Write DIR/<name>/ for each name -> ONNX file. Each model folder is built aside and renamed into
     place, so an interrupted run leaves the previous folder whole."""

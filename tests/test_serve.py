@@ -385,6 +385,18 @@ def test_batcher_takes_whole_requests_up_to_max_batch_and_survives_errors():
         await b.stop()
 
     asyncio.run(scenario())
+
+    async def lone_client():  # one request at a time: never waits for company that cannot come
+        b = Batcher(run, max_batch=5, max_delay_s=5.0)
+        await b.start()
+        t0 = asyncio.get_running_loop().time()
+        for i in range(4):
+            np.testing.assert_array_equal(await b.submit(np.full((1, 2), i, np.float32)), [[2.0 * i]])
+        waited = asyncio.get_running_loop().time() - t0
+        await b.stop()
+        return waited
+
+    assert asyncio.run(lone_client()) < 5.0  # four 5-second delays would be 20 s
     with pytest.raises(ValueError, match="max_batch"):
         Batcher(run, max_batch=0)
     with pytest.raises(ValueError, match="max_delay"):
