@@ -11,6 +11,7 @@ from PIL import Image
 from edgecls.errors import EdgeclsError
 
 from .metadata import INPUT_NAME, ModelInfo
+from .parallel import BatchParallel, available_cpus, split_count
 from .preprocess import image_to_uint8, load_image, normalize
 from .session import create_session
 
@@ -25,16 +26,25 @@ class Classifier:
     """classifier = Classifier("artifacts/gru/model.onnx", provider="auto")
     labels, probabilities = classifier.predict(["shoe.png", pil_image, uint8_array])"""
 
-    def __init__(self, onnx_path: str | Path, provider: str = "auto", threads: int | None = None):
+    def __init__(self, onnx_path: str | Path, provider: str = "auto", threads: int | None = None,
+                 split: bool = True):
+        """`threads`: CPU threads to use [all this process may use]. On the CPU, batches large enough are
+        split across that many 1-thread sessions (`split=False` keeps one session; see parallel.py)."""
         path = Path(onnx_path)
         if not path.is_file():
             raise EdgeclsError(f"no ONNX model at {path}; run `edgecls export` first or pass --onnx FILE")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise EdgeclsError(f"--threads must be a whole number of at least 1 (got {threads!r})")
         self.path = path
         self.session, self.fallback_reason = create_session(str(path), provider, threads)
         props = self.session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo.from_props(props, source=str(path))
         self.providers = self.session.get_providers()
         self.provider = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        self.threads = threads or available_cpus()
+        self.parallel = None
+        if split and self.provider == "cpu" and self.threads >= 2:
+            self.parallel = BatchParallel(lambda: create_session(str(path), "cpu", 1)[0], INPUT_NAME, self.threads)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -56,7 +66,16 @@ class Classifier:
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """The model's own input (float32 [N, C, H, W], already normalized) -> logits [N, K]."""
+        if self.parallel is not None and split_count(len(inputs), self.threads) > 1:
+            return self.parallel.run(inputs)
         return self.session.run(None, {INPUT_NAME: inputs})[0]
+
+    def execution(self, rows: int) -> str:
+        """How a batch of `rows` runs, in words (bench output, logs)."""
+        k = split_count(rows, self.threads) if self.parallel is not None else 1
+        if k > 1:
+            return f"{k} x 1-thread sessions"
+        return f"1 session, {self.threads} thread{'s' if self.threads > 1 else ''}" if self.provider == "cpu" else "CUDA"
 
     def predict(self, images: Sequence, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
         """Top-1 labels and the probability matrix [N, K] for images of any mode and size."""

@@ -133,9 +133,9 @@ class InferFastPath:
         if scope["method"] != "POST":
             return await send_error(send, 405, f"{scope['method']} is not allowed here; inference requests are POSTs")
         try:
+            body = await read_body(scope, receive, self.limit)  # first: a keep-alive connection stays in step
             name, version = unquote(match.group(1)), match.group(2) and unquote(match.group(2))
             m = find_model(self.models, name, version)
-            body = await read_body(scope, receive, self.limit)
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             body = decode_content(body, headers.get("content-encoding"), self.limit)
             req = parse_infer(body, headers.get(HEADER_LENGTH.lower()), m.classifier.info.input_shape, self.max_batch)

@@ -48,10 +48,11 @@ def test_export_random_init_both_exporters_and_auto(data_root, tmp_path, name):
         entry = report["exporters"][exp]
         assert entry["passed"], entry
         rows = {(r["inputs"], r["batch"]) for r in entry["parity"]}
-        assert rows == {(k, b) for k in ("random", "real") for b in (1, 2, 7, 64)}
+        split = {(f"{k}, split over 2 x 1-thread sessions", 64) for k in ("random", "real")}  # the runtime's path
+        assert rows == {(k, b) for k in ("random", "real") for b in (1, 2, 7, 64)} | split
         assert max(r["max_abs_diff"] for r in entry["parity"]) <= spec.atol
         assert all(r["argmax_mismatches"] == 0 for r in entry["parity"])
-        assert entry["batch_dims"] == ["batch", "batch"] and entry["timing"]["batch_64_ms_per_image"] > 0
+        assert entry["batch_dims"] == ["batch", "batch"] and entry["timing"]["batch_256_ms_per_image"] > 0
     onnx_path = tmp_path / name / "model.onnx"
     assert batch_dims(onnx_path) == ["batch", "batch"]
     # a batch size that validation never used, against eager

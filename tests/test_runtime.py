@@ -196,3 +196,40 @@ def test_evaluate_meets_parity_bar_on_real_images(cli, tmp_path, name):
 
 def test_evaluate_bad_input(cli, tmp_path):
     assert_one_line_error(cli("evaluate", "--model", "gru", "--artifacts", tmp_path), "no checkpoint")
+
+
+@pytest.mark.parametrize("name", ["gru", "birnn", "cnn"])
+def test_batch_split_gives_the_single_session_logits(name):
+    """Large batches run split over 1-thread sessions; every row's logits equal one session's."""
+    from edgecls.locations import shipped_onnx
+    from edgecls.runtime.parallel import SPLIT_MIN_ROWS, split_count
+
+    single = Classifier(shipped_onnx(name), "cpu", threads=2, split=False)
+    x = np.random.default_rng(0).standard_normal((257, *single.info.input_shape)).astype(np.float32)
+    for threads in (2, 3):
+        split = Classifier(shipped_onnx(name), "cpu", threads=threads)
+        for batch in (1, 2, 7, 257):
+            np.testing.assert_allclose(split.run(x[:batch]), single.run(x[:batch]), atol=1e-5, rtol=0)
+        assert split.execution(257) == f"{threads} x 1-thread sessions"
+        assert split.execution(7) == f"1 session, {threads} threads"
+        assert len(split.parallel.sessions) == threads  # made on first need
+    assert split_count(2 * SPLIT_MIN_ROWS - 1, 2) == 1 and split_count(2 * SPLIT_MIN_ROWS, 2) == 2
+    assert split_count(10_000, 3) == 3 and split_count(10_000, 1) == 1
+    assert Classifier(shipped_onnx(name), "cpu", threads=1).parallel is None  # one thread: nothing to split
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True])
+def test_bad_thread_counts_are_refused(threads):
+    from edgecls.errors import EdgeclsError
+    from edgecls.locations import shipped_onnx
+
+    with pytest.raises(EdgeclsError, match="--threads must be a whole number of at least 1"):
+        Classifier(shipped_onnx("gru"), "cpu", threads=threads)
+
+
+def test_infer_refuses_bad_threads_in_one_line(cli):
+    from edgecls.samples import sample_files
+
+    result = cli("infer", sample_files("fashion-mnist")[0], "--model", "gru", "--threads", "0")
+    assert_one_line_error(result, "--threads must be a whole number of at least 1")
+    assert result.exit_code == 2

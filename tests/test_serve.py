@@ -319,12 +319,15 @@ def test_body_limit_holds_for_streamed_bodies_and_other_methods(server):
     assert request(url, "GET", "/v2/health/live")[0] == 200
 
 
-def test_tritonclient_sees_the_error_message(server):
+def test_tritonclient_sees_the_error_message(server, classifiers):
     url, _ = server
     inp = tc.InferInput("input", [1, 1, 28, 28], "FP32")
     inp.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+    same = client(url)  # one keep-alive connection: an error must leave it usable
     with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
-        client(url).infer("nope", [inp])
+        same.infer("nope", [inp])
+    np.testing.assert_allclose(same.infer("gru", [inp]).as_numpy("logits"),
+                               classifiers["gru"].run(np.zeros((1, 1, 28, 28), np.float32)), atol=1e-5, rtol=0)
     inp = tc.InferInput("input", [1, 3, 32, 32], "FP32")
     inp.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
     with pytest.raises(InferenceServerException, match=r"\[N, 1, 28, 28\]"):

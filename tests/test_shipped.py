@@ -7,6 +7,7 @@ import math
 import shutil
 
 import pytest
+import torch
 
 from edgecls.locations import MODEL_CARD, shipped_onnx, shipped_root
 from edgecls.registry import get_spec, model_names
@@ -119,3 +120,29 @@ def test_train_and_export_refuse_to_write_over_a_shipped_model(cli, tmp_path):
         assert_one_line_error(cli(*args, "--artifacts", shipped), "holds a shipped model", "runs/")
     assert (shipped / "gru" / "model.onnx").read_bytes() == onnx_bytes
     assert sorted(p.name for p in (shipped / "gru").iterdir()) == sorted([MODEL_CARD, "model.onnx"])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_full_test_split_through_the_runtime_keeps_the_cards_accuracy(data_root, name):
+    """The whole real test split through Classifier.run, whose big batches are split over 1-thread
+    sessions: the accuracy is the model card's ONNX accuracy (0.00 points apart), and every logit
+    equals a single session's."""
+    import numpy as np
+
+    from edgecls.data import load_for_spec, normalize
+
+    spec = get_spec(name)
+    test = load_for_spec(spec, "test", download=False)
+    split = Classifier(shipped_onnx(name), "cpu", threads=2)
+    single = Classifier(shipped_onnx(name), "cpu", threads=2, split=False)
+    assert split.execution(256) == "2 x 1-thread sessions"
+    right, worst = 0, 0.0
+    for start in range(0, len(test), 256):
+        idx = torch.arange(start, min(start + 256, len(test)))
+        x = normalize(test.images(idx), spec.preprocess).numpy()
+        logits = split.run(x)
+        worst = max(worst, float(np.abs(logits - single.run(x)).max()))
+        right += int((logits.argmax(1) == test.labels[idx].numpy()).sum())
+    acc_pct = 100 * right / len(test)
+    assert abs(acc_pct - load_card(name)["accuracy"]["onnx_pct"]) < 0.005  # 0.00 points apart
+    assert worst <= 1e-5
