@@ -39,6 +39,14 @@ def test_bench_same_model_side_by_side_with_end_to_end(cli, trained_cnn, tmp_pat
             assert row[side]["runs"] >= 3 and row[side]["p90_ms"] >= row[side]["median_ms"] > 0
             assert row[side]["images_per_s"] == pytest.approx(row["batch_size"] / row[side]["median_ms"] * 1e3)
         assert row["speedup"] == pytest.approx(row["onnx"]["images_per_s"] / row["eager"]["images_per_s"])
+        for side in ("eager", "onnx"):  # min of rounds beside the median
+            assert 0 < row[side]["min_round_ms"] and row[side]["images_per_s_best_round"] >= row[side]["images_per_s"] * 0.5
+        assert row["onnx_execution"] == "1 session, 1 thread"  # --threads 1: nothing to split
+    assert set(report["hardware"]["isa"]) <= set(__import__("edgecls.bench").bench.ISA_FLAGS)
+    assert report["hardware"]["cpu"] and model["onnx_nodes"] > 5
+    # every missed aim names what bounds it; a met aim names nothing
+    rows = {r["batch_size"]: r for r in model["rows"]}
+    assert any(b.startswith("batch 1:") for b in model["bounds"]) == (rows[1]["speedup"] < 4)
     e2e = report["end_to_end"]
     assert e2e["images"] == 40
     # the same weights on the same JPEGs: both paths decode with Pillow, so they agree up to near-ties
