@@ -51,8 +51,9 @@ class BatchParallel:
                 self.sessions.append(self.make_session())
             return self.sessions[:count]
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        count = split_count(len(x), self.threads)
+    def run(self, x: np.ndarray, count: int | None = None) -> np.ndarray:
+        """`count` forces the number of chunks (benchmarks); by default split_count decides."""
+        count = split_count(len(x), self.threads) if count is None else max(1, min(count, self.threads, len(x)))
         sessions = self._sessions(count)
         chunks = np.array_split(x, count)
         futures = [self.pool.submit(s.run, None, {self.input_name: c}) for s, c in zip(sessions[1:], chunks[1:])]

@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""ONNX Runtime execution choices for the shipped models, side by side in one run: how the runtime
+should run a batch on this CPU, and which session settings pay.
+
+    python benchmarks/ort_settings.py                     # every shipped model, batches 1, 8, 64, 256
+    python benchmarks/ort_settings.py --models gru --batches 1,256
+
+Each variant runs the same random batch; the figure is the best round's median ms per batch (min of
+rounds) and its speed relative to the runtime's plain session with all threads. Every variant's
+logits are compared with that session's (max |Δlogit|), so a setting that changes the answers shows.
+
+Variants: one session with all threads (the baseline) or one thread; the batch split over one
+1-thread session per thread (what Classifier.run does for big batches); ORT_ENABLE_EXTENDED (no
+layout transforms such as NCHWc); thread spinning off; denormals as zero; dynamic_block_base 4.
+Writes ort_settings.md and .json to --out (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgecls.bench import cpu_flags, cpu_name
+from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
+from edgecls.locations import find_onnx
+from edgecls.registry import get_spec
+from edgecls.runtime.metadata import INPUT_NAME
+from edgecls.runtime.parallel import BatchParallel, split_count
+from edgecls.serve.server import shipped_names
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def session(path: Path, threads: int, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, entries=()):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = level
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    for key, value in entries:
+        opts.add_session_config_entry(key, value)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def best_round_ms(fn, seconds: float, rounds: int = 5) -> float:
+    fn()
+    medians = []
+    for _ in range(rounds):
+        times, end = [], time.perf_counter() + seconds / rounds
+        while len(times) < 2 or time.perf_counter() < end:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        medians.append(statistics.median(times))
+    return 1000 * min(medians)
+
+
+def variants(path: Path, threads: int) -> dict:
+    def plain(s):
+        return lambda x: s.run(None, {INPUT_NAME: x})[0]
+
+    split = BatchParallel(lambda: session(path, 1), INPUT_NAME, threads) if threads > 1 else None
+    base = plain(session(path, threads))
+    out = {f"1 session x {threads} threads (baseline)": base, "1 session x 1 thread": plain(session(path, 1))}
+    if split is not None:
+        out[f"always split over {threads} x 1-thread sessions"] = lambda x: split.run(x, count=threads)
+        # Classifier.run: the split from SPLIT_MIN_ROWS rows per session, else the baseline session
+        out["the runtime's path"] = lambda x: split.run(x) if split_count(len(x), threads) > 1 else base(x)
+    out.update({
+        "ORT_ENABLE_EXTENDED (no layout transforms)": plain(session(path, threads, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)),
+        "spinning off": plain(session(path, threads, entries=[("session.intra_op.allow_spinning", "0")])),
+        "denormals as zero": plain(session(path, threads, entries=[("session.set_denormal_as_zero", "1")])),
+        "dynamic_block_base 4": plain(session(path, threads, entries=[("session.dynamic_block_base", "4")])),
+    })
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="shipped", help="comma-separated names, or shipped")
+    parser.add_argument("--batches", default="1,8,64,256")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=0.5, help="per model, batch and variant")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    names = shipped_names() if args.models == "shipped" else [get_spec(n.strip()).name for n in args.models.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    if args.threads < 1 or min(batches) < 1:
+        print("error: --threads and --batches must be positive", file=sys.stderr)
+        return 2
+    out = ensure_writable_dir(args.out, "--out")
+    rows = []
+    for name in names:
+        path = find_onnx(name)
+        runs = variants(path, args.threads)
+        shape = [d for d in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[1:]]
+        for batch in batches:
+            x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+            base_label = next(iter(runs))
+            reference = runs[base_label](x)
+            row = {"model": name, "batch": batch, "variants": {}}
+            for label, fn in runs.items():
+                ms = best_round_ms(lambda: fn(x), args.seconds)
+                row["variants"][label] = {"ms": ms, "max_abs_diff": float(np.abs(fn(x) - reference).max())}
+            base = row["variants"][base_label]["ms"]
+            for v in row["variants"].values():
+                v["speed_vs_baseline"] = base / v["ms"]
+            rows.append(row)
+            print(f"{name:12} batch {batch:4}: " + ", ".join(f"{k.split(' (')[0]} {v['speed_vs_baseline']:.2f}x"
+                                                            for k, v in row["variants"].items()), flush=True)
+    meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": "python benchmarks/ort_settings.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "cpu": cpu_name(), "isa": cpu_flags(), "threads": args.threads, "onnxruntime": ort.__version__}
+    labels = list(rows[0]["variants"]) if rows else []
+    lines = [f"ONNX Runtime execution choices, {meta['created']}: `{meta['command']}`",
+             f"{meta['cpu']} ({', '.join(meta['isa'])}), onnxruntime {meta['onnxruntime']}. Speed relative to the "
+             "first column (best round's median); every variant's logits matched it within the max |Δlogit| shown.",
+             "", "| model | batch | " + " | ".join(labels) + " | max \\|Δlogit\\| |",
+             "| --- | --- | " + " | ".join("---" for _ in labels) + " | --- |"]
+    for row in rows:
+        v = row["variants"]
+        lines.append(f"| `{row['model']}` | {row['batch']} | " + " | ".join(
+            f"{v[k]['ms']:.3f} ms" if i == 0 else f"{v[k]['speed_vs_baseline']:.2f}x" for i, k in enumerate(labels))
+            + f" | {max(x['max_abs_diff'] for x in v.values()):.1e} |")
+    write_json(out / "ort_settings.json", {**meta, "rows": rows})
+    with atomic_path(out / "ort_settings.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
