@@ -2,4 +2,5 @@
 
 from .cli import main
 
-main(prog_name="edgecls")
+if __name__ == "__main__":  # worker processes (spawn, forkserver) import this module again: no second CLI run
+    main(prog_name="edgecls")

@@ -154,13 +154,23 @@ provider_option = click.option("--provider", type=click.Choice(["auto", "cpu", "
 @provider_option
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--top-k", type=int, default=1, show_default=True, help="Labels shown per image.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--output", type=click.Path(), default=None, help="Write the results here instead of stdout.")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [one per core].")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "jsonl"]), default="table", show_default=True,
+              help="jsonl: one JSON object per line (like csv, resumable).")
+@click.option("--output", type=click.Path(), default=None,
+              help="Write the results here instead of stdout: they stream into FILE.partial, renamed to FILE when "
+                   "every file is done.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted --output FILE (its FILE.partial; csv or jsonl).")
+@click.option("--workers", type=int, default=None,
+              help="Processes decoding images ahead of the model [min(4, cores)]; 0 (or a small folder) decodes in the "
+                   "main process.")
+@click.option("--draft/--no-draft", default=True, show_default=True,
+              help="Decode JPEGs much larger than the model's input at 1/2, 1/4 or 1/8 scale (libjpeg), then resize.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads [one per core].")
 @click.option("--artifacts", type=click.Path(), default=None,
               help=f"Use <artifacts>/<NAME>/model.onnx [default: {RUNS}/<NAME>/model.onnx when you exported one, "
                    "else the shipped artifacts/<NAME>/model.onnx].")
-def infer_cmd(paths, model, onnx_file, provider, batch_size, top_k, fmt, output, threads, artifacts):
+def infer_cmd(paths, model, onnx_file, provider, batch_size, top_k, fmt, output, resume, workers, draft, threads,
+              artifacts):
     """Classify image files and folders (recursed) with ONNX Runtime only."""
     from .locations import find_onnx
     from .runtime.infer import infer
@@ -176,7 +186,8 @@ def infer_cmd(paths, model, onnx_file, provider, batch_size, top_k, fmt, output,
             raise NothingRun(str(exc)) from None
         onnx_file = str(find_onnx(model, artifacts))
     try:
-        code = infer(list(paths), onnx_file, provider, batch_size, top_k, fmt, output, threads)
+        code = infer(list(paths), onnx_file, provider, batch_size, top_k, fmt, output, threads, workers=workers,
+                     draft=draft, resume=resume)
     except EdgeclsError as exc:
         raise NothingRun(str(exc)) from None
     sys.exit(code)

@@ -27,9 +27,10 @@ class Classifier:
     labels, probabilities = classifier.predict(["shoe.png", pil_image, uint8_array])"""
 
     def __init__(self, onnx_path: str | Path, provider: str = "auto", threads: int | None = None,
-                 split: bool = True):
+                 split: bool = True, draft: bool = True):
         """`threads`: CPU threads to use [all this process may use]. On the CPU, batches large enough are
-        split across that many 1-thread sessions (`split=False` keeps one session; see parallel.py)."""
+        split across that many 1-thread sessions (`split=False` keeps one session; see parallel.py).
+        `draft`: JPEG files much larger than the model's input decode at a reduced scale (load_image)."""
         path = Path(onnx_path)
         if not path.is_file():
             raise EdgeclsError(f"no ONNX model at {path}; run `edgecls export` first or pass --onnx FILE")
@@ -42,6 +43,8 @@ class Classifier:
         self.providers = self.session.get_providers()
         self.provider = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self.threads = threads or available_cpus()
+        c, h, w = self.info.input_shape
+        self.draft_size = (2 * w, 2 * h) if draft else None  # never below twice the input: resize still antialiases
         self.parallel = None
         if split and self.provider == "cpu" and self.threads >= 2:
             self.parallel = BatchParallel(lambda: create_session(str(path), "cpu", 1)[0], INPUT_NAME, self.threads)
@@ -50,10 +53,11 @@ class Classifier:
     def class_names(self) -> tuple[str, ...]:
         return self.info.class_names
 
-    def to_uint8(self, image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
-        """A path, a Pillow image, or a uint8 array (H×W, H×W×C or C×H×W) -> uint8 [C, H, W]."""
-        if isinstance(image, (str, Path)):
-            image = load_image(str(image))
+    def to_uint8(self, image, strict_size: bool = False) -> np.ndarray:
+        """A path, a binary file object, a Pillow image, or a uint8 array (H×W, H×W×C or C×H×W)
+        -> uint8 [C, H, W]. Files are decoded with load_image (`strict_size`: the server's limit)."""
+        if isinstance(image, (str, Path)) or hasattr(image, "read"):
+            image = load_image(str(image) if isinstance(image, Path) else image, strict_size, self.draft_size)
         if isinstance(image, np.ndarray):
             if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
                 image = image.transpose(1, 2, 0)

@@ -1,22 +1,27 @@
-"""`edgecls infer`: classify image files and folders with ONNX Runtime alone."""
+"""`edgecls infer`: classify image files and folders with ONNX Runtime alone, streaming: files are
+decoded by worker processes ahead of the model, and results are written in input order as they come."""
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, TextIO
 
 import numpy as np
 from tqdm import tqdm
 
 from edgecls.errors import EdgeclsError
-from edgecls.fileio import atomic_path
 
 from .classifier import Classifier, softmax
+from .decode import decode_batch, process_pool
+from .parallel import available_cpus
 from .preprocess import ImageError
 
 
@@ -50,84 +55,205 @@ def collect_files(paths: list[str]) -> list[Path]:
     return files
 
 
-def classify_files(classifier: Classifier, files: list[Path], batch_size: int, top_k: int,
-                   warn=lambda msg: print(msg, file=sys.stderr)) -> list[Prediction]:
-    results: list[Prediction] = []
-    bar = tqdm(total=len(files), unit="img", file=sys.stderr, disable=None if len(files) >= 200 else True,
-               desc="classifying")
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        arrays, ok = [], []
-        for f in chunk:
-            try:
-                arrays.append(classifier.to_uint8(f))
-                ok.append(Prediction(str(f)))
-            except ImageError as exc:
-                warn(f"skipped {f}: {exc}")
-                results.append(Prediction(str(f), error=str(exc)))
+PREFETCH = 2  # batches decoded ahead of the one ONNX Runtime is running
+POOL_MIN_BATCHES = 4  # fewer batches than this decode inline: starting worker processes costs ~0.5 s
+
+
+def default_workers() -> int:
+    return min(4, available_cpus())
+
+
+def _decode(classifier: Classifier, path: Path):
+    try:
+        return classifier.to_uint8(path)
+    except ImageError as exc:
+        return exc
+
+
+def stream_predictions(classifier: Classifier, files: list[Path], batch_size: int, top_k: int, workers: int = 0,
+                       warn=lambda msg: print(msg, file=sys.stderr)) -> Iterator[list[Prediction]]:
+    """Predictions batch by batch, in input order. With `workers` > 0 (and enough files), that many
+    processes decode up to PREFETCH batches ahead while ONNX Runtime runs the current one; otherwise
+    this thread decodes. At most PREFETCH + 1 batches of pixels are held, whatever the number of files."""
+    chunks = (files[i:i + batch_size] for i in range(0, len(files), batch_size))
+
+    def predict(chunk: list[Path], decoded: list) -> list[Prediction]:
+        preds, arrays, ok = [], [], []
+        for f, d in zip(chunk, decoded):
+            if isinstance(d, (ImageError, str)):
+                warn(f"skipped {f}: {d}")
+                preds.append(Prediction(str(f), error=str(d)))
+            else:
+                arrays.append(d)
+                preds.append(Prediction(str(f)))
+                ok.append(preds[-1])
         if arrays:
             probs = softmax(classifier.logits(np.stack(arrays)))
             order = np.argsort(-probs, axis=1)[:, :top_k]
             for pred, p, idx in zip(ok, probs, order):
                 pred.top = [(classifier.class_names[i], float(p[i])) for i in idx]
-            results += ok
-        bar.update(len(chunk))
-    bar.close()
-    order = {str(f): i for i, f in enumerate(files)}
-    return sorted(results, key=lambda r: order[r.file])
+        return preds
+
+    if workers < 1 or len(files) < POOL_MIN_BATCHES * batch_size:
+        for chunk in chunks:
+            yield predict(chunk, [_decode(classifier, f) for f in chunk])
+        return
+    with process_pool(workers) as pool:
+        pending: collections.deque = collections.deque()
+        for chunk in chunks:
+            pending.append((chunk, pool.submit(decode_batch, classifier.info, classifier.draft_size,
+                                               [str(f) for f in chunk])))
+            if len(pending) > PREFETCH + workers - 1:  # keep every worker busy, and the model too
+                chunk0, future = pending.popleft()
+                yield predict(chunk0, future.result())
+        while pending:
+            chunk0, future = pending.popleft()
+            yield predict(chunk0, future.result())
 
 
-def format_results(results: list[Prediction], fmt: str, top_k: int) -> str:
-    if fmt == "json":
-        return json.dumps([{"file": r.file, "status": "error" if r.error else "ok", "error": r.error,
-                            "top_k": [{"label": lab, "probability": round(p, 6)} for lab, p in r.top]}
-                           for r in results], indent=2) + "\n"
+def classify_files(classifier: Classifier, files: list[Path], batch_size: int, top_k: int,
+                   warn=lambda msg: print(msg, file=sys.stderr), workers: int = 0) -> list[Prediction]:
+    """Every prediction in a list (for callers that want them all at once, such as the bench)."""
+    return [p for batch in stream_predictions(classifier, files, batch_size, top_k, workers, warn) for p in batch]
+
+
+class Writer:
+    """Results in one of the formats, written batch by batch as they come."""
+
+    def __init__(self, stream: TextIO, fmt: str, top_k: int, width: int = 4):
+        self.stream, self.fmt, self.top_k, self.width, self.first = stream, fmt, top_k, width, True
+
+    def csv_header(self) -> list[str]:
+        return ["file", "status"] + [f"{c}{i}" for i in range(1, self.top_k + 1) for c in ("label", "prob")]
+
+    def start(self) -> None:
+        if self.fmt == "csv":
+            csv.writer(self.stream, lineterminator="\n").writerow(self.csv_header())
+        elif self.fmt == "table":
+            self.stream.write(f"{'file'.ljust(self.width)}  prediction\n")
+        elif self.fmt == "json":
+            self.stream.write("[")
+
+    def write(self, results: list[Prediction]) -> None:
+        if self.fmt == "csv":
+            writer = csv.writer(self.stream, lineterminator="\n")
+            for r in results:
+                cells = [v for lab, p in r.top for v in (lab, f"{p:.6f}")]
+                writer.writerow([r.file, f"error: {r.error}" if r.error else "ok"] + cells)
+        elif self.fmt in ("json", "jsonl"):
+            for r in results:
+                item = json.dumps(_record(r), indent=None if self.fmt == "jsonl" else 2)
+                if self.fmt == "jsonl":
+                    self.stream.write(item + "\n")
+                else:
+                    self.stream.write(("\n" if self.first else ",\n") + "\n".join("  " + line for line in item.splitlines()))
+                    self.first = False
+        else:
+            for r in results:
+                shown = f"SKIPPED ({r.error})" if r.error else ", ".join(f"{lab} ({100 * p:.1f}%)" for lab, p in r.top)
+                self.stream.write(f"{r.file.ljust(self.width)}  {shown}\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.fmt == "json":
+            self.stream.write("\n]\n" if not self.first else "]\n")
+        self.stream.flush()
+
+
+def _record(r: Prediction) -> dict:
+    return {"file": r.file, "status": "error" if r.error else "ok", "error": r.error,
+            "top_k": [{"label": lab, "probability": round(p, 6)} for lab, p in r.top]}
+
+
+def resume_point(partial: Path, fmt: str, header: list[str], files: list[Path]) -> tuple[int, int]:
+    """(files already done, how many of them failed) in an interrupted output; a half-written last line
+    is cut off. The rows must be exactly the first inputs, in order."""
+    data = partial.read_bytes()
+    complete = data[:data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with open(partial, "r+b") as fh:
+            fh.truncate(len(complete))
+    lines = complete.decode("utf-8").splitlines()
     if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["file", "status"] + [f"{c}{i}" for i in range(1, top_k + 1) for c in ("label", "prob")])
-        for r in results:
-            cells = [v for lab, p in r.top for v in (lab, f"{p:.6f}")]
-            writer.writerow([r.file, f"error: {r.error}" if r.error else "ok"] + cells)
-        return buf.getvalue()
-    width = max([len(r.file) for r in results] + [4])
-    lines = [f"{'file'.ljust(width)}  prediction"]
-    for r in results:
-        shown = f"SKIPPED ({r.error})" if r.error else ", ".join(f"{lab} ({100 * p:.1f}%)" for lab, p in r.top)
-        lines.append(f"{r.file.ljust(width)}  {shown}")
-    return "\n".join(lines) + "\n"
+        if not lines or next(csv.reader([lines[0]])) != header:
+            raise UsageError(f"--resume: {partial} does not start with the header of --format csv --top-k "
+                             f"{len(header) // 2 - 1}; run without --resume")
+        rows = [(row[0], row[1] != "ok") for row in csv.reader(lines[1:])]
+    else:
+        try:
+            rows = [(rec["file"], rec["status"] != "ok") for rec in map(json.loads, lines)]
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"--resume: {partial} is not JSON Lines from edgecls infer; run without --resume") from None
+    for i, (name, _) in enumerate(rows):
+        if i >= len(files) or name != str(files[i]):
+            expected = str(files[i]) if i < len(files) else "nothing"
+            raise UsageError(f"--resume: row {i + 1} of {partial} is {name}, but input {i + 1} is {expected}; "
+                             "the inputs changed, so run without --resume")
+    return len(rows), sum(failed for _, failed in rows)
 
 
 def infer(paths: list[str], onnx_path: str, provider: str = "auto", batch_size: int = 64, top_k: int = 1,
-          fmt: str = "table", output: str | None = None, threads: int | None = None,
-          out=None, err=None) -> int:
-    """Classify `paths`; returns the exit code: 0 all classified, 1 some files skipped."""
+          fmt: str = "table", output: str | None = None, threads: int | None = None, out=None, err=None,
+          workers: int | None = None, draft: bool = True, resume: bool = False) -> int:
+    """Classify `paths`; returns the exit code: 0 all classified, 1 some files skipped.
+
+    With --output the results stream into FILE.partial, which is renamed to FILE once complete: an
+    interrupted run never replaces a finished file, and --resume continues the .partial."""
     out, err = out or sys.stdout, err or sys.stderr
+    workers = default_workers() if workers is None else workers
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1 (got {top_k})")
+    if workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in the main thread) or more (got {workers})")
     if output and not Path(output).parent.is_dir():
         raise UsageError(f"--output {output}: folder {Path(output).parent} does not exist")
+    if resume and not output:
+        raise UsageError("--resume continues an --output FILE; give the same --output as the interrupted run")
+    if resume and fmt not in ("csv", "jsonl"):
+        raise UsageError("--resume works with --format csv or jsonl (results written line by line)")
     files = collect_files(paths)
     try:
-        classifier = Classifier(onnx_path, provider, threads)
+        classifier = Classifier(onnx_path, provider, threads, draft=draft)
     except EdgeclsError as exc:
         raise UsageError(str(exc)) from None
     if classifier.fallback_reason:
         print(f"provider auto: using CPU (CUDA not available: {classifier.fallback_reason})", file=err)
     top_k = min(top_k, len(classifier.class_names))
+    partial = Path(f"{output}.partial") if output else None
+    done = failed_before = 0
+    if resume:
+        if not partial.is_file():
+            raise UsageError(f"--resume: no interrupted run to continue ({partial} does not exist); "
+                             "run without --resume")
+        done, failed_before = resume_point(partial, fmt, Writer(io.StringIO(), fmt, top_k).csv_header(), files)
+        print(f"resuming {partial}: {done} of {len(files)} files already done", file=err)
+    stream = (open(partial, "a" if resume else "w", encoding="utf-8", newline="") if partial else out)
+    writer = Writer(stream, fmt, top_k, width=max([len(str(f)) for f in files] + [4]))
     t0 = time.perf_counter()
-    results = classify_files(classifier, files, batch_size, top_k, warn=lambda m: print(m, file=err))
+    count = skipped = 0
+    bar = tqdm(total=len(files), initial=done, unit="img", file=err, desc="classifying",
+               disable=None if len(files) >= 200 else True)
+    try:
+        if not resume:
+            writer.start()
+        for batch in stream_predictions(classifier, files[done:], batch_size, top_k, workers,
+                                        warn=lambda m: print(m, file=err)):
+            writer.write(batch)
+            count += len(batch)
+            skipped += sum(1 for r in batch if r.error)
+            bar.update(len(batch))
+        writer.finish()
+    finally:
+        bar.close()
+        if partial:
+            stream.close()
+    if partial:
+        os.replace(partial, output)
     seconds = time.perf_counter() - t0
-    text = format_results(results, fmt, top_k)
-    if output:
-        with atomic_path(output) as tmp:
-            tmp.write_text(text)
-    else:
-        out.write(text)
-    skipped = sum(1 for r in results if r.error)
-    done = len(results) - skipped
-    print(f"classified {done} of {len(results)} files ({skipped} skipped) in {seconds:.2f} s, "
-          f"{done / seconds if seconds else 0:.0f} img/s, provider {classifier.providers[0]}, model {onnx_path}", file=err)
-    return 1 if skipped else 0
+    ok = count - skipped
+    print(f"classified {ok} of {count} files ({skipped} skipped) in {seconds:.2f} s, "
+          f"{ok / seconds if seconds else 0:.0f} img/s, provider {classifier.providers[0]}, model {onnx_path}"
+          + (f"; {done} done before resuming" if resume else ""), file=err)
+    return 1 if skipped or failed_before else 0

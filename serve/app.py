@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import edgecls
 from edgecls.runtime import Classifier, ImageError, softmax
-from edgecls.runtime.preprocess import load_image, normalize
+from edgecls.runtime.preprocess import normalize
 
 from .batcher import Batcher
 from .protocol import HEADER_LENGTH, MODEL_VERSION, ProtocolError, encode_infer_response, model_metadata, parse_infer
@@ -315,7 +315,7 @@ def _decode_all(classifier: Classifier, uploads: list[tuple[str, bytes]]) -> lis
     out = []
     for fname, data in uploads:
         try:
-            out.append((fname, classifier.to_uint8(load_image(io.BytesIO(data), strict_size=True))))
+            out.append((fname, classifier.to_uint8(io.BytesIO(data), strict_size=True)))
         except ImageError as exc:
             out.append((fname, str(exc)))
     return out

@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Streaming `edgecls infer` against the earlier path (decode in the main thread, full-size JPEG decode),
+in one run on one machine:
+
+    python benchmarks/infer_stream.py [--cifar 10000] [--photos 200] [--workers N]
+
+1. The CIFAR-10 test JPEGs (first --cifar of them, evenly spaced): worker processes against inline
+   decoding; the answers must be identical.
+2. --photos CIFAR-10 test images upscaled to 4000x3000 JPEG photos (made in a temporary folder):
+   the fast path (workers + JPEG draft decoding) against the earlier path (inline, full decode), and
+   top-1 accuracy of both against the true labels.
+Writes infer_stream.md and .json to --out (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
+from edgecls.locations import shipped_onnx
+from edgecls.runtime import Classifier
+from edgecls.runtime.infer import classify_files, default_workers
+
+REPO = Path(__file__).resolve().parents[1]
+# Decode workers (forkserver) import this module again: torch-using modules are imported in main() only,
+# as in the edgecls command, whose main module is light.
+
+
+def timed(classifier: Classifier, files: list[Path], workers: int) -> tuple[float, list]:
+    t0 = time.perf_counter()
+    preds = classify_files(classifier, files, 64, 1, workers=workers, warn=lambda m: None)
+    return time.perf_counter() - t0, preds
+
+
+def accuracy(preds, labels, names) -> float:
+    return 100 * float(np.mean([names.index(p.top[0][0]) == y for p, y in zip(preds, labels)]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cifar", type=int, default=10000)
+    parser.add_argument("--photos", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    from edgecls.bench import cpu_name
+    from edgecls.data import evenly_spaced, load_split
+
+    out = ensure_writable_dir(args.out, "--out")
+    test = load_split("cifar10", "test", args.data_dir, download=False)
+    fast = Classifier(shipped_onnx("cnn"), "cpu")
+    exact = Classifier(shipped_onnx("cnn"), "cpu", draft=False)
+    names = list(fast.class_names)
+    result = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
+              "workers": args.workers,
+              "command": "python benchmarks/infer_stream.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+
+    idx = evenly_spaced(len(test), args.cifar).tolist()
+    files, labels = [Path(test.files[i]) for i in idx], test.labels[idx].numpy()
+    timed(fast, files[:256], args.workers)  # warm-up: page cache, pool start
+    inline_s, inline = timed(fast, files, 0)
+    pool_s, pooled = timed(fast, files, args.workers)
+    if [p.top for p in inline] != [p.top for p in pooled]:
+        raise SystemExit("worker decoding changed an answer")
+    result["cifar"] = {"images": len(files), "inline_img_s": len(files) / inline_s, "workers_img_s": len(files) / pool_s,
+                       "speedup": inline_s / pool_s, "accuracy_pct": accuracy(pooled, labels, names)}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pidx = evenly_spaced(len(test), args.photos).tolist()
+        photos = []
+        for i in pidx:
+            photo = Path(tmp) / f"{i:05d}.jpg"
+            Image.open(test.files[i]).convert("RGB").resize((4000, 3000), Image.BICUBIC).save(photo, quality=90)
+            photos.append(photo)
+        plabels = test.labels[pidx].numpy()
+        timed(fast, photos[:8], args.workers)
+        old_s, old = timed(exact, photos, 0)
+        new_s, new = timed(fast, photos, args.workers)
+        agree = float(np.mean([a.top[0][0] == b.top[0][0] for a, b in zip(old, new)]) * 100)
+        result["photos"] = {"images": len(photos), "size": "4000x3000", "earlier_img_s": len(photos) / old_s,
+                            "fast_img_s": len(photos) / new_s, "speedup": old_s / new_s,
+                            "accuracy_full_decode_pct": accuracy(old, plabels, names),
+                            "accuracy_fast_pct": accuracy(new, plabels, names), "top1_agreement_pct": agree}
+    c, p = result["cifar"], result["photos"]
+    text = "\n".join([
+        f"Streaming infer, {result['created']}: `{result['command']}`; {result['cpu']}, cnn, "
+        f"{args.workers} decode workers.", "",
+        "| input | images | earlier path img/s | streaming img/s | speed-up | accuracy |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| CIFAR-10 test JPEGs (32x32) | {c['images']:,} | {c['inline_img_s']:,.0f} (inline decode) "
+        f"| {c['workers_img_s']:,.0f} (worker processes) | {c['speedup']:.2f}x | {c['accuracy_pct']:.2f} % (identical answers) |",
+        f"| 4000x3000 JPEG photos | {p['images']:,} | {p['earlier_img_s']:,.1f} (inline, full decode) "
+        f"| {p['fast_img_s']:,.1f} (workers + draft) | {p['speedup']:.1f}x | {p['accuracy_full_decode_pct']:.2f} % full "
+        f"decode, {p['accuracy_fast_pct']:.2f} % fast; top-1 agreement {p['top1_agreement_pct']:.1f} % |", ""])
+    write_json(out / "infer_stream.json", result)
+    with atomic_path(out / "infer_stream.md") as tmp_md:
+        tmp_md.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Streaming `edgecls infer`: worker processes, results written in input order as they come, --resume
+after a SIGKILL, and JPEG draft decoding."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgecls.locations import shipped_onnx
+from edgecls.runtime import Classifier
+from edgecls.runtime.infer import infer
+from edgecls.runtime.preprocess import load_image
+from edgecls.samples import sample_files
+
+from conftest import REPO, assert_one_line_error
+
+
+def linked_folder(folder: Path, count: int, dataset: str = "fashion-mnist") -> Path:
+    """`count` real sample images under distinct names (hard links to samples/: no copies, so never
+    write into them)."""
+    folder.mkdir()
+    sources = sample_files(dataset)
+    for i in range(count):
+        src = sources[i % len(sources)]
+        os.link(src, folder / f"{i:05d}{src.suffix}")
+    return folder
+
+
+def rows_of(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.read_text().splitlines()))
+
+
+def test_worker_processes_give_the_inline_answers_in_order(tmp_path):
+    folder = linked_folder(tmp_path / "imgs", 300, "cifar10")
+    bad = folder / "00007.jpg"
+    bad.unlink()  # a hard link to a shipped sample: replace it, never write through it
+    bad.write_bytes(b"broken")  # a bad file in the middle stays in its place
+    outputs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}.csv"
+        code = infer([str(folder)], str(shipped_onnx("cnn")), "cpu", batch_size=16, top_k=2, fmt="csv",
+                     output=str(out), threads=1, workers=workers)
+        assert code == 1  # one file skipped
+        outputs[workers] = rows_of(out)
+        assert not Path(f"{out}.partial").exists()
+    assert outputs[0] == outputs[2]
+    rows = outputs[2]
+    assert rows[0] == ["file", "status", "label1", "prob1", "label2", "prob2"] and len(rows) == 301
+    assert [r[0] for r in rows[1:]] == [str(f) for f in sorted(folder.iterdir())]
+    assert rows[8][1].startswith("error:")
+
+
+def test_jsonl_streams_one_object_per_line(cli, tmp_path):
+    files = sample_files("fashion-mnist")[:5]
+    result = cli("infer", *files, "--model", "gru", "--format", "jsonl", "--top-k", "2")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["file"] for r in records] == [str(f) for f in files]
+    assert all(r["status"] == "ok" and len(r["top_k"]) == 2 for r in records)
+
+
+def test_sigkill_then_resume_gives_every_file_once(tmp_path):
+    """Killed in the middle: the earlier result is untouched and FILE.partial holds a prefix; --resume
+    cuts any half-written line and finishes, with no file missing or repeated."""
+    folder = linked_folder(tmp_path / "many", 4000)
+    out = tmp_path / "out.csv"
+    out.write_text("an earlier result\n")
+    partial = Path(f"{out}.partial")
+    cmd = [sys.executable, "-m", "edgecls", "infer", str(folder), "--model", "gru", "--format", "csv",
+           "--output", str(out), "--batch-size", "4", "--threads", "1"]
+    proc = subprocess.Popen(cmd + ["--workers", "0"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (partial.is_file() and partial.read_bytes().count(b"\n") >= 200):
+        assert proc.poll() is None, f"finished before it could be killed: {proc.stderr.read()[-300:]}"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert out.read_text() == "an earlier result\n"
+    done_before = partial.read_bytes().count(b"\n") - 1
+    assert 0 < done_before < 4000
+    with open(partial, "a") as fh:  # the kill may land between lines; make sure a half line is there
+        fh.write(str(folder / "00001.png") + ",ok,Trou")
+
+    resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "files already done" in resumed.stderr and not partial.exists()
+    rows = rows_of(out)
+    assert rows[0] == ["file", "status", "label1", "prob1"]
+    assert [r[0] for r in rows[1:]] == [str(f) for f in sorted(folder.iterdir())]  # each file once, in order
+    whole = tmp_path / "whole.csv"
+    assert infer([str(folder)], str(shipped_onnx("gru")), "cpu", fmt="csv", output=str(whole), threads=1) == 0
+    reference = rows_of(whole)
+    assert [r[2] for r in rows[1:]] == [r[2] for r in reference[1:]]
+    np.testing.assert_allclose([float(r[3]) for r in rows[1:]], [float(r[3]) for r in reference[1:]], atol=1e-5)
+
+
+def test_resume_refuses_what_it_cannot_continue(cli, tmp_path):
+    folder = linked_folder(tmp_path / "imgs", 10)
+    other = linked_folder(tmp_path / "other", 12)
+    out = tmp_path / "out.jsonl"
+    base = ("infer", folder, "--model", "gru", "--output", out)
+    assert_one_line_error(cli(*base, "--format", "jsonl", "--resume"), "no interrupted run")
+    assert_one_line_error(cli(*base, "--format", "json", "--resume"), "csv or jsonl")
+    assert_one_line_error(cli("infer", folder, "--model", "gru", "--resume"), "--output")
+    assert_one_line_error(cli(*base, "--workers", "-1"), "--workers")
+    # a .partial from other inputs is not continued
+    Path(f"{out}.partial").write_text(json.dumps({"file": str(other / "00000.png"), "status": "ok"}) + "\n")
+    result = cli(*base, "--format", "jsonl", "--resume")
+    assert_one_line_error(result, "the inputs changed")
+    assert result.exit_code == 2
+    # a csv .partial with another --top-k's header
+    csv_out = tmp_path / "out.csv"
+    Path(f"{csv_out}.partial").write_text("file,status,label1,prob1,label2,prob2\n")
+    assert_one_line_error(cli("infer", folder, "--model", "gru", "--output", csv_out, "--format", "csv", "--resume"),
+                          "header")
+
+
+def test_jpeg_draft_decodes_big_photos_small_with_the_same_answers(tmp_path):
+    """A 4000x3000 JPEG (a CIFAR-10 test image upscaled) decodes at 1/8 scale for a 32x32 model and is
+    classified as with full decoding."""
+    photos = []
+    for f in sample_files("cifar10")[:6]:
+        photo = tmp_path / f"{f.stem}.jpg"
+        Image.open(f).convert("RGB").resize((4000, 3000), Image.BICUBIC).save(photo, quality=92)
+        photos.append(photo)
+    assert load_image(str(photos[0]), draft=(64, 64)).size == (500, 375)
+    assert load_image(str(photos[0])).size == (4000, 3000)
+    fast = Classifier(shipped_onnx("cnn"), "cpu", threads=1)
+    exact = Classifier(shipped_onnx("cnn"), "cpu", threads=1, draft=False)
+    assert fast.predict(photos)[0] == exact.predict(photos)[0]
+    small = sample_files("cifar10")[0]  # at the model's size draft changes nothing
+    assert np.array_equal(fast.to_uint8(small), exact.to_uint8(small))
+
+
+@pytest.mark.parametrize("flag", ["--draft", "--no-draft"])
+def test_draft_flag(cli, tmp_path, flag):
+    photo = tmp_path / "p.jpg"
+    Image.open(sample_files("cifar10")[0]).convert("RGB").resize((1600, 1200)).save(photo)
+    result = cli("infer", photo, "--model", "cnn", "--format", "jsonl", flag)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "ok"
+
+
+def test_decode_workers_end_when_infer_is_killed(tmp_path):
+    """SIGKILL gives a process no chance to stop its workers; they notice and exit by themselves."""
+    import uuid
+
+    folder = linked_folder(tmp_path / "many", 20000, "cifar10")
+    out = tmp_path / "out.csv"
+    mark = f"edgecls-test-{uuid.uuid4()}"
+    env = {**os.environ, "EDGECLS_TEST_MARK": mark}
+    proc = subprocess.Popen([sys.executable, "-m", "edgecls", "infer", str(folder), "--model", "cnn", "--format", "csv",
+                             "--output", str(out), "--workers", "2"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = Path(f"{out}.partial")
+    deadline = time.monotonic() + 120
+    while not (partial.is_file() and partial.read_bytes().count(b"\n") >= 1000):  # workers are running
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    assert len(marked(mark)) >= 3  # infer, the forkserver and its workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    deadline = time.monotonic() + 20
+    while marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marked(mark) == [], "decode workers outlived the killed infer"
+
+
+def marked(mark: str) -> list[int]:
+    """Live processes whose environment carries `mark` (Linux /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if mark.encode() in (proc / "environ").read_bytes():
+                    status = (proc / "status").read_text()
+                    if "\nState:\tZ" not in status:  # zombies are gone already
+                        found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
