@@ -54,9 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from edgecls.bench import cpu_name
     from edgecls.data import evenly_spaced, load_split
+    from edgecls.errors import EdgeclsError
 
-    out = ensure_writable_dir(args.out, "--out")
-    test = load_split("cifar10", "test", args.data_dir, download=False)
+    try:
+        if args.cifar < 1 or args.photos < 1 or args.workers < 0:
+            raise EdgeclsError("--cifar and --photos must be positive, --workers 0 or more")
+        out = ensure_writable_dir(args.out, "--out")
+        test = load_split("cifar10", "test", args.data_dir, download=False)
+        if test.files is None:
+            raise EdgeclsError("this benchmark needs CIFAR-10 as image files (CIFAR10-images/test/<class>/)")
+    except EdgeclsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     fast = Classifier(shipped_onnx("cnn"), "cpu")
     exact = Classifier(shipped_onnx("cnn"), "cpu", draft=False)
     names = list(fast.class_names)

@@ -28,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgecls.bench import cpu_flags, cpu_name
+from edgecls.errors import EdgeclsError
 from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
 from edgecls.locations import find_onnx
 from edgecls.registry import get_spec
@@ -91,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=0.5, help="per model, batch and variant")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
-    names = shipped_names() if args.models == "shipped" else [get_spec(n.strip()).name for n in args.models.split(",")]
-    batches = [int(b) for b in args.batches.split(",")]
-    if args.threads < 1 or min(batches) < 1:
-        print("error: --threads and --batches must be positive", file=sys.stderr)
+    try:
+        names = shipped_names() if args.models == "shipped" else [get_spec(n.strip()).name for n in args.models.split(",")]
+        batches = [int(b) for b in args.batches.split(",")]
+        if args.threads < 1 or min(batches) < 1:
+            raise EdgeclsError("--threads and --batches must be positive")
+        out = ensure_writable_dir(args.out, "--out")
+    except (EdgeclsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = ensure_writable_dir(args.out, "--out")
     rows = []
     for name in names:
         path = find_onnx(name)

@@ -86,6 +86,26 @@ def start_server(models: list[str], threads: int, batching: bool, max_batch: int
         time.sleep(0.2)
 
 
+def until(budget, stop_at: float):
+    """Request numbers from a budget shared by every client, until the deadline."""
+    for i in budget:
+        if time.perf_counter() > stop_at:
+            return
+        yield i
+
+
+async def run_clients(url: str, kind: str, clients: int, raw_worker, triton_worker) -> float:
+    """`clients` workers of the chosen kind at once (raw: a connection each; tritonclient: one client
+    with that many connections); returns the seconds they took."""
+    t0 = time.perf_counter()
+    if kind == "raw":
+        await asyncio.gather(*(raw_worker() for _ in range(clients)))
+    else:
+        async with InferenceServerClient(url, conn_limit=clients) as client:
+            await asyncio.gather(*(triton_worker(client) for _ in range(clients)))
+    return time.perf_counter() - t0
+
+
 def raw_requests(url: str, name: str, inputs: np.ndarray) -> list[bytes]:
     """One complete HTTP/1.1 binary-tensor infer request per image, encoded once."""
     out = []
@@ -151,28 +171,18 @@ async def load(url: str, name: str, inputs: np.ndarray, expected: np.ndarray, cl
 
     async def raw_worker():
         async with RawClient(url) as client:
-            for i in budget:
-                if time.perf_counter() > stop_at:
-                    break
+            for i in until(budget, stop_at):
                 k = i % len(inputs)
                 await check(k, lambda: client.infer(encoded[k]))
 
     async def triton_worker(client):
-        for i in budget:
-            if time.perf_counter() > stop_at:
-                break
+        for i in until(budget, stop_at):
             k = i % len(inputs)
             inp = tc.InferInput("input", shape, "FP32")
             inp.set_data_from_numpy(inputs[k:k + 1])
             await check(k, lambda: _triton_logits(client, name, inp))
 
-    t0 = time.perf_counter()
-    if kind == "raw":
-        await asyncio.gather(*(raw_worker() for _ in range(clients)))
-    else:
-        async with InferenceServerClient(url, conn_limit=clients) as client:
-            await asyncio.gather(*(triton_worker(client) for _ in range(clients)))
-    wall = time.perf_counter() - t0
+    wall = await run_clients(url, kind, clients, raw_worker, triton_worker)
     done = len(latencies)
     ms = sorted(1000 * v for v in latencies)
     return {"requests": done + lost, "ok": done - wrong, "lost": lost, "wrong": wrong, "seconds": round(wall, 3),
@@ -189,9 +199,7 @@ async def ceiling(url: str, clients: int, requests: int, seconds: float, kind: s
     async def raw_worker():
         nonlocal done
         async with RawClient(url) as client:
-            for _ in budget:
-                if time.perf_counter() > stop_at:
-                    break
+            for _ in until(budget, stop_at):
                 client.writer.write(get)
                 head = await client.reader.readuntil(b"\r\n\r\n")
                 length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
@@ -200,19 +208,12 @@ async def ceiling(url: str, clients: int, requests: int, seconds: float, kind: s
 
     async def triton_worker(client):
         nonlocal done
-        for _ in budget:
-            if time.perf_counter() > stop_at:
-                break
+        for _ in until(budget, stop_at):
             await client.is_server_live()
             done += 1
 
-    t0 = time.perf_counter()
-    if kind == "raw":
-        await asyncio.gather(*(raw_worker() for _ in range(clients)))
-    else:
-        async with InferenceServerClient(url, conn_limit=clients) as client:
-            await asyncio.gather(*(triton_worker(client) for _ in range(clients)))
-    return done / (time.perf_counter() - t0)
+    seconds = await run_clients(url, kind, clients, raw_worker, triton_worker)  # before reading `done`
+    return done / seconds
 
 
 async def _triton_logits(client, name, inp) -> np.ndarray:
