@@ -33,7 +33,7 @@ from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
 from edgecls.locations import find_onnx
 from edgecls.registry import get_spec
 from edgecls.runtime.metadata import INPUT_NAME
-from edgecls.runtime.parallel import BatchParallel, split_count
+from edgecls.runtime.parallel import BatchParallel
 from edgecls.serve.server import shipped_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,13 +68,12 @@ def variants(path: Path, threads: int) -> dict:
     def plain(s):
         return lambda x: s.run(None, {INPUT_NAME: x})[0]
 
-    split = BatchParallel(lambda: session(path, 1), INPUT_NAME, threads) if threads > 1 else None
-    base = plain(session(path, threads))
-    out = {f"1 session x {threads} threads (baseline)": base, "1 session x 1 thread": plain(session(path, 1))}
-    if split is not None:
+    whole = session(path, threads)
+    out = {f"1 session x {threads} threads (baseline)": plain(whole), "1 session x 1 thread": plain(session(path, 1))}
+    if threads > 1:
+        split = BatchParallel(lambda: session(path, 1), INPUT_NAME, threads, whole=whole)
         out[f"always split over {threads} x 1-thread sessions"] = lambda x: split.run(x, count=threads)
-        # Classifier.run: the split from SPLIT_MIN_ROWS rows per session, else the baseline session
-        out["the runtime's path"] = lambda x: split.run(x) if split_count(len(x), threads) > 1 else base(x)
+        out["the runtime's path"] = split.run  # Classifier.run: split from SPLIT_MIN_ROWS rows per session
     out.update({
         "ORT_ENABLE_EXTENDED (no layout transforms)": plain(session(path, threads, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)),
         "spinning off": plain(session(path, threads, entries=[("session.intra_op.allow_spinning", "0")])),

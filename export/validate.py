@@ -11,7 +11,7 @@ import onnx
 import torch
 
 from edgecls.runtime.metadata import INPUT_NAME
-from edgecls.runtime.parallel import BatchParallel, available_cpus, split_count
+from edgecls.runtime.parallel import BatchParallel, available_cpus
 from edgecls.runtime.session import create_session
 
 BATCH_SIZES = (1, 2, 7, 64)
@@ -89,14 +89,9 @@ def validate(onnx_path: str, model: torch.nn.Module, input_shape: tuple[int, ...
 def _split_runner(onnx_path: str, threads: int):
     """What Classifier.run does on the CPU: big batches split over 1-thread sessions."""
     session, _ = create_session(onnx_path, "cpu", threads)
-    parallel = BatchParallel(lambda: create_session(onnx_path, "cpu", 1)[0], INPUT_NAME, threads) if threads > 1 else None
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if parallel is not None and split_count(len(x), threads) > 1:
-            return parallel.run(x)
-        return session.run(None, {INPUT_NAME: x})[0]
-
-    return run
+    if threads < 2:
+        return lambda x: session.run(None, {INPUT_NAME: x})[0]
+    return BatchParallel(lambda: create_session(onnx_path, "cpu", 1)[0], INPUT_NAME, threads, whole=session).run
 
 
 def op_types(onnx_path: str) -> dict[str, int]:

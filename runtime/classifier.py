@@ -47,7 +47,8 @@ class Classifier:
         self.draft_size = (2 * w, 2 * h) if draft else None  # never below twice the input: resize still antialiases
         self.parallel = None
         if split and self.provider == "cpu" and self.threads >= 2:
-            self.parallel = BatchParallel(lambda: create_session(str(path), "cpu", 1)[0], INPUT_NAME, self.threads)
+            self.parallel = BatchParallel(lambda: create_session(str(path), "cpu", 1)[0], INPUT_NAME, self.threads,
+                                          whole=self.session)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -70,9 +71,14 @@ class Classifier:
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """The model's own input (float32 [N, C, H, W], already normalized) -> logits [N, K]."""
-        if self.parallel is not None and split_count(len(inputs), self.threads) > 1:
+        if self.parallel is not None:
             return self.parallel.run(inputs)
         return self.session.run(None, {INPUT_NAME: inputs})[0]
+
+    def top_k(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Per row of probabilities, the k most probable labels with their probabilities, best first."""
+        order = np.argsort(-probs, axis=1)[:, :k]
+        return [[(self.class_names[i], float(p[i])) for i in idx] for p, idx in zip(probs, order)]
 
     def execution(self, rows: int) -> str:
         """How a batch of `rows` runs, in words (bench output, logs)."""

@@ -22,7 +22,6 @@ from edgecls.errors import EdgeclsError
 from .classifier import Classifier, softmax
 from .decode import decode_batch, process_pool
 from .parallel import available_cpus
-from .preprocess import ImageError
 
 
 class UsageError(EdgeclsError):
@@ -63,13 +62,6 @@ def default_workers() -> int:
     return min(4, available_cpus())
 
 
-def _decode(classifier: Classifier, path: Path):
-    try:
-        return classifier.to_uint8(path)
-    except ImageError as exc:
-        return exc
-
-
 def stream_predictions(classifier: Classifier, files: list[Path], batch_size: int, top_k: int, workers: int = 0,
                        warn=lambda msg: print(msg, file=sys.stderr)) -> Iterator[list[Prediction]]:
     """Predictions batch by batch, in input order. With `workers` > 0 (and enough files), that many
@@ -80,7 +72,7 @@ def stream_predictions(classifier: Classifier, files: list[Path], batch_size: in
     def predict(chunk: list[Path], decoded: list) -> list[Prediction]:
         preds, arrays, ok = [], [], []
         for f, d in zip(chunk, decoded):
-            if isinstance(d, (ImageError, str)):
+            if isinstance(d, str):  # the reason it is not a usable image
                 warn(f"skipped {f}: {d}")
                 preds.append(Prediction(str(f), error=str(d)))
             else:
@@ -88,15 +80,13 @@ def stream_predictions(classifier: Classifier, files: list[Path], batch_size: in
                 preds.append(Prediction(str(f)))
                 ok.append(preds[-1])
         if arrays:
-            probs = softmax(classifier.logits(np.stack(arrays)))
-            order = np.argsort(-probs, axis=1)[:, :top_k]
-            for pred, p, idx in zip(ok, probs, order):
-                pred.top = [(classifier.class_names[i], float(p[i])) for i in idx]
+            for pred, top in zip(ok, classifier.top_k(softmax(classifier.logits(np.stack(arrays))), top_k)):
+                pred.top = top
         return preds
 
     if workers < 1 or len(files) < POOL_MIN_BATCHES * batch_size:
         for chunk in chunks:
-            yield predict(chunk, [_decode(classifier, f) for f in chunk])
+            yield predict(chunk, decode_batch(classifier.info, classifier.draft_size, [str(f) for f in chunk]))
         return
     with process_pool(workers) as pool:
         pending: collections.deque = collections.deque()

@@ -35,12 +35,13 @@ def split_count(rows: int, threads: int) -> int:
 
 
 class BatchParallel:
-    """Up to `threads` 1-thread sessions of one model, made when a batch first needs them."""
+    """Up to `threads` 1-thread sessions of one model, made when a batch first needs them; batches too
+    small to split run on `whole`, the model's multi-thread session."""
 
-    def __init__(self, make_session, input_name: str, threads: int):
+    def __init__(self, make_session, input_name: str, threads: int, whole):
         if threads < 2:
             raise ValueError(f"batch-parallel execution needs at least 2 threads (got {threads})")
-        self.make_session, self.input_name, self.threads = make_session, input_name, threads
+        self.make_session, self.input_name, self.threads, self.whole = make_session, input_name, threads, whole
         self.sessions: list = []
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="ort-split")
@@ -52,13 +53,15 @@ class BatchParallel:
             return self.sessions[:count]
 
     def run(self, x: np.ndarray, count: int | None = None) -> np.ndarray:
-        """`count` forces the number of chunks (benchmarks); by default split_count decides."""
-        count = split_count(len(x), self.threads) if count is None else max(1, min(count, self.threads, len(x)))
+        """Logits of `x`: split when split_count says so, else on the whole session. `count` forces a
+        split into that many chunks (benchmarks)."""
+        if count is None:
+            count = split_count(len(x), self.threads)
+            if count == 1:
+                return self.whole.run(None, {self.input_name: x})[0]
+        count = max(1, min(count, self.threads, len(x)))
         sessions = self._sessions(count)
         chunks = np.array_split(x, count)
         futures = [self.pool.submit(s.run, None, {self.input_name: c}) for s, c in zip(sessions[1:], chunks[1:])]
         first = sessions[0].run(None, {self.input_name: chunks[0]})[0]  # this thread takes a chunk too
         return np.concatenate([first] + [f.result()[0] for f in futures])
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)

@@ -299,13 +299,10 @@ def create_app(classifiers: dict[str, Classifier], max_batch: int = 64, max_dela
             raise ProtocolError(400, f"{len(bad)} of {len(uploads)} uploads are not usable images: " + "; ".join(bad))
         x = normalize(np.stack([arr for _, arr in decoded]), m.classifier.info)
         parts = await asyncio.gather(*(m.batcher.submit(x[i:i + max_batch]) for i in range(0, len(x), max_batch)))
-        probs = softmax(np.concatenate(parts))
-        k = min(top_k, probs.shape[1])
-        order = np.argsort(-probs, axis=1)[:, :k]
-        names = m.classifier.class_names
+        tops = m.classifier.top_k(softmax(np.concatenate(parts)), min(top_k, len(m.classifier.class_names)))
         return {"model": name, "results": [
-            {"file": fname, "top_k": [{"label": names[i], "probability": round(float(p[i]), 6)} for i in idx]}
-            for (fname, _), p, idx in zip(uploads, probs, order)]}
+            {"file": fname, "top_k": [{"label": label, "probability": round(p, 6)} for label, p in top]}
+            for (fname, _), top in zip(uploads, tops)]}
 
     return InferFastPath(app, models, limit, max_batch)
 
