@@ -103,14 +103,20 @@ def models_cmd():
 @click.option("--seed", type=int, default=None, help="Seed of split, init, order and augmentation [0].")
 @artifacts_option
 @click.option("--resume", is_flag=True, help="Continue the run in <artifacts>/<model>/ after its last epoch.")
+@click.option("--threads", type=int, default=None,
+              help="PyTorch threads per process [torch's default; under torchrun: cores / processes per node]. "
+                   "On a shared machine give each job its share of the cores.")
 @user_errors
 @needs_training_extra
-def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, artifacts, resume):
-    """Train MODEL on its real data set; writes checkpoint.pt, history.json and curves.png."""
+def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, artifacts, resume, threads):
+    """Train MODEL on its real data set; writes checkpoint.pt, history.json and curves.png.
+
+    Data-parallel on several processes or machines: torchrun --standalone --nproc-per-node=2 -m edgecls
+    train --model gru (--batch-size stays the global batch; rank 0 writes the files)."""
     from edgecls.train import train
 
-    train(model, artifacts=artifacts, data_dir=data_dir, device=device, resume=resume, echo=click.echo,
-          epochs=epochs, batch_size=batch_size, lr=lr, limit=limit, seed=seed)
+    train(model, artifacts=artifacts, data_dir=data_dir, device=device, resume=resume, threads=threads,
+          echo=click.echo, epochs=epochs, batch_size=batch_size, lr=lr, limit=limit, seed=seed)
 
 
 @main.command("export")
@@ -154,8 +160,9 @@ provider_option = click.option("--provider", type=click.Choice(["auto", "cpu", "
 @provider_option
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--top-k", type=int, default=1, show_default=True, help="Labels shown per image.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "jsonl"]), default="table", show_default=True,
-              help="jsonl: one JSON object per line (like csv, resumable).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "jsonl", "parquet"]), default=None,
+              help="[table; parquet with --engine ray] jsonl: one JSON object per line (like csv, resumable). "
+                   "parquet (--engine ray only) adds each image's probability vector.")
 @click.option("--output", type=click.Path(), default=None,
               help="Write the results here instead of stdout: they stream into FILE.partial, renamed to FILE when "
                    "every file is done.")
@@ -169,8 +176,15 @@ provider_option = click.option("--provider", type=click.Choice(["auto", "cpu", "
 @click.option("--artifacts", type=click.Path(), default=None,
               help=f"Use <artifacts>/<NAME>/model.onnx [default: {RUNS}/<NAME>/model.onnx when you exported one, "
                    "else the shipped artifacts/<NAME>/model.onnx].")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: Ray Data with a pool of ORT actors, here or on the cluster at $RAY_ADDRESS (needs "
+                   "edgecls[ray]); --output names a new folder of Parquet or CSV files.")
+@click.option("--actors", type=int, default=None, help="--engine ray: actors, each one ORT session [cluster CPUs / "
+                                                       "--cpus-per-actor].")
+@click.option("--cpus-per-actor", type=int, default=1, show_default=True,
+              help="--engine ray: CPUs reserved per actor, and its ORT threads.")
 def infer_cmd(paths, model, onnx_file, provider, batch_size, top_k, fmt, output, resume, workers, draft, threads,
-              artifacts):
+              artifacts, engine, actors, cpus_per_actor):
     """Classify image files and folders (recursed) with ONNX Runtime only."""
     from .locations import find_onnx
     from .runtime.infer import infer
@@ -186,11 +200,30 @@ def infer_cmd(paths, model, onnx_file, provider, batch_size, top_k, fmt, output,
             raise NothingRun(str(exc)) from None
         onnx_file = str(find_onnx(model, artifacts))
     try:
-        code = infer(list(paths), onnx_file, provider, batch_size, top_k, fmt, output, threads, workers=workers,
-                     draft=draft, resume=resume)
+        if engine == "ray":
+            code = _infer_ray(paths, onnx_file, provider, batch_size, top_k, fmt, output, resume, workers, threads,
+                              actors, cpus_per_actor, draft)
+        else:
+            if fmt == "parquet" or actors is not None:
+                raise NothingRun("--format parquet and --actors go with --engine ray")
+            code = infer(list(paths), onnx_file, provider, batch_size, top_k, fmt or "table", output, threads,
+                         workers=workers, draft=draft, resume=resume)
     except EdgeclsError as exc:
         raise NothingRun(str(exc)) from None
     sys.exit(code)
+
+
+def _infer_ray(paths, onnx_file, provider, batch_size, top_k, fmt, output, resume, workers, threads, actors,
+               cpus_per_actor, draft) -> int:
+    from .scale.ray_infer import infer_ray
+
+    if not output:
+        raise NothingRun("--engine ray needs --output DIR (a new folder for the result files)")
+    if resume or workers is not None or threads is not None:
+        raise NothingRun("--resume, --workers and --threads are for the local engine; with --engine ray use "
+                         "--actors and --cpus-per-actor")
+    return infer_ray(list(paths), onnx_file, output, provider, batch_size, top_k, fmt or "parquet", actors,
+                     cpus_per_actor, draft)
 
 
 @main.command("evaluate")

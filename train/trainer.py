@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 import edgecls
@@ -22,6 +24,7 @@ from edgecls.fileio import ensure_writable_dir, write_json
 from edgecls.locations import RUNS, refuse_shipped
 from edgecls.registry import ModelSpec, get_spec
 
+from . import distributed
 from .curves import plot_curves
 
 # Settings a resumed run must keep: changing them mid-run would make a different model.
@@ -119,13 +122,40 @@ def run_dir(artifacts: str | Path, model: str) -> Path:
 
 
 def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None = None,
-          device: str = "auto", resume: bool = False, echo: Callable[[str], None] = print,
-          **overrides: Any) -> TrainResult:
-    """Train `spec_name` with the spec's defaults, overridden by `overrides` (TrainConfig fields)."""
+          device: str = "auto", resume: bool = False, threads: int | None = None,
+          echo: Callable[[str], None] = print, **overrides: Any) -> TrainResult:
+    """Train `spec_name` with the spec's defaults, overridden by `overrides` (TrainConfig fields).
+
+    Under torchrun every process runs this; they share the work and rank 0 alone writes and echoes.
+    """
+    workers = distributed.from_environment()
+    if threads is not None and threads < 1:
+        raise EdgeclsError(f"--threads must be at least 1 (got {threads})")
+    torch.set_num_threads(threads or distributed.default_threads(workers))
+    if not workers.writer:
+        echo = _silent
+    dev = distributed.device_for(workers, resolve_device(device))
+    distributed.join(workers, dev)
+    try:
+        return _train(spec_name, workers, dev, artifacts, data_dir, resume, echo, overrides)
+    finally:
+        distributed.leave(workers)
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def _train(spec_name: str, workers: distributed.Workers, dev: torch.device, artifacts, data_dir, resume: bool,
+           echo: Callable[[str], None], overrides: dict[str, Any]) -> TrainResult:
     spec = get_spec(spec_name)
     out = run_dir(artifacts, spec.name)
     refuse_shipped(out)
     state = None
+    if workers.restarts and not resume and _saved_run_id(out / "resume.pt") == workers.run_id:
+        # torchrun --max-restarts started us again after a worker died: carry on from our last epoch.
+        resume = True
+        echo(f"restart {workers.restarts} by torchrun: resuming from {out / 'resume.pt'}")
     if resume:
         state = ckpt_io.load(out / "resume.pt", spec.name, kind="resume state")
         saved = TrainConfig(**state["config"])
@@ -142,21 +172,25 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
     else:
         cfg = TrainConfig.from_spec(spec, **overrides)
     cfg.check()
+    if cfg.batch_size % workers.world:
+        raise EdgeclsError(f"--batch-size {cfg.batch_size} is the global batch and must split evenly over "
+                           f"{workers.world} processes; pick a multiple of {workers.world}")
     init_path = run_dir(artifacts, cfg.init_from) / "checkpoint.pt" if cfg.init_from and state is None else None
     if init_path is not None and not init_path.is_file():
         raise EdgeclsError(f"{spec.name} starts from the trained {cfg.init_from} model, but there is no checkpoint "
                            f"at {init_path}; run `edgecls train --model {cfg.init_from}` first (same --artifacts)")
-    dev = resolve_device(device)
-    ensure_writable_dir(out)
+    if workers.writer:
+        ensure_writable_dir(out)
 
     full_train = load_for_spec(spec, "train", data_dir)
     test = load_for_spec(spec, "test", data_dir)
     train_idx, val_idx = split_indices(len(full_train), cfg)
     train_set, val_set = full_train.subset(train_idx), full_train.subset(val_idx)
     echo(f"{spec.name}: {len(train_set)} train / {len(val_set)} validation / {len(test)} test images "
-         f"from {full_train.source}; device {dev}")
+         f"from {full_train.source}; device {dev}, {torch.get_num_threads()} thread(s)"
+         + (f" x {workers.world} processes ({dist_backend()})" if workers.distributed else ""))
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = spec.build().to(dev)
     if init_path is not None:
         own = model.state_dict()
@@ -165,6 +199,8 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
         model.load_state_dict(shared, strict=False)
         echo(f"initialised {len(shared)} of {len(own)} tensors from {init_path}; "
              f"fresh: {', '.join(k for k in own if k not in shared)}")
+    if workers.rank:
+        torch.manual_seed(cfg.seed + 1_000_003 * workers.rank)  # each rank its own dropout masks
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[dict] = []
@@ -173,12 +209,22 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
     if state is not None:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_state"])
+        rng_states = state.get("rng_states") or [state["rng_state"]]
+        if workers.rank < len(rng_states):
+            torch.set_rng_state(rng_states[workers.rank])
         history, best = state["history"], state["best"]
         start_epoch = state["epoch"] + 1
         echo(f"resuming after epoch {state['epoch']} of {cfg.epochs}")
+    net = model  # the plain module: evaluation and saving never go through DDP's hooks
+    if workers.distributed:
+        model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    # The global batch is split over the processes; every epoch each reads its own shard of one seeded
+    # permutation (with one process: that permutation, as before DDP existed).
+    local_batch = cfg.batch_size // workers.world
+    sampler = DistributedSampler(range(len(train_set)), num_replicas=workers.world, rank=workers.rank,
+                                 shuffle=True, seed=cfg.seed * 100_003)
+    steps_per_epoch = math.ceil(len(sampler) / local_batch)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = min(total_steps // 2, round(cfg.warmup_epochs * steps_per_epoch))
     base_ckpt = {
@@ -187,21 +233,22 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
         "hparams": asdict(cfg), "builder_kwargs": dict(spec.builder_kwargs), "edgecls_version": edgecls.__version__,
         "init_from": str(init_path) if init_path else None,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "world_size": workers.world,
     }
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
-        # Per-epoch generator: the data order and augmentation of epoch e do not depend on earlier epochs.
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_set), generator=gen)
+        # Per-epoch order and augmentation: epoch e does not depend on earlier epochs (exact resume).
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7_919 * workers.rank)
         images, labels = train_set.images(), train_set.labels
         t0 = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
-                   file=sys.stderr, disable=None, dynamic_ncols=True)
+                   file=sys.stderr, disable=None if workers.writer else True, dynamic_ncols=True)
         for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            idx = order[b * local_batch:(b + 1) * local_batch]
             x = normalize(augment(images[idx], cfg.augment, gen), spec.preprocess).to(dev)
             y = labels[idx].to(dev)
             for group in optimizer.param_groups:
@@ -211,7 +258,7 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             optimizer.step()
             seen += len(idx)
             loss_sum += loss.item() * len(idx)
@@ -219,8 +266,12 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
             bar.update()
         bar.close()
+        seen, loss_sum, correct = distributed.all_sum(workers, [seen, loss_sum, correct])
         train_seconds = time.perf_counter() - t0
-        val_loss, val_acc = evaluate_split(model, val_set, spec, dev, loss_fn)
+        rng_states = distributed.gather(workers, torch.get_rng_state())
+        if not workers.writer:
+            continue
+        val_loss, val_acc = evaluate_split(net, val_set, spec, dev, loss_fn)
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_loss": val_loss,
                "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": train_seconds,
                "images_per_s": seen / train_seconds}
@@ -228,17 +279,23 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
         improved = val_loss < best["val_loss"]
         if improved:
             best = {"val_loss": val_loss, "epoch": epoch}
-            ckpt_io.save({**base_ckpt, "state_dict": _cpu_state(model), "best_epoch": epoch, "val_accuracy": val_acc,
+            ckpt_io.save({**base_ckpt, "state_dict": _cpu_state(net), "best_epoch": epoch, "val_accuracy": val_acc,
                           "history": history, "test_accuracy": None}, out / "checkpoint.pt")
         ckpt_io.save({"format": ckpt_io.FORMAT, "model": spec.name, "config": asdict(cfg), "epoch": epoch,
-                      "state_dict": _cpu_state(model), "optimizer": optimizer.state_dict(),
-                      "rng_state": torch.get_rng_state(), "history": history, "best": best}, out / "resume.pt")
-        write_json(out / "history.json", {"model": spec.name, "config": asdict(cfg), "history": history})
+                      "state_dict": _cpu_state(net), "optimizer": optimizer.state_dict(),
+                      "rng_state": rng_states[0], "rng_states": rng_states, "history": history, "best": best,
+                      "run_id": workers.run_id},
+                     out / "resume.pt")
+        write_json(out / "history.json", {"model": spec.name, "config": asdict(cfg), "history": history,
+                                          "torch_threads": base_ckpt["torch_threads"], "world_size": workers.world})
         plot_curves(history, spec.name, out / "curves.png")
         echo(f"epoch {epoch:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%  "
              f"val loss {val_loss:.4f} acc {100 * val_acc:6.2f}%  {row['images_per_s']:.0f} img/s  "
              f"{train_seconds:.1f}s{'  *best' if improved else ''}")
 
+    if not workers.writer:  # rank 0 tests the best checkpoint; the others return its figures
+        best_epoch, test_acc = distributed.broadcast(workers, None)
+        return TrainResult(out / "checkpoint.pt", best_epoch, test_acc, [])
     final = ckpt_io.load(out / "checkpoint.pt", spec.name)
     _, best_model = ckpt_io.model_from_checkpoint(final)
     best_model.to(dev)
@@ -248,10 +305,23 @@ def train(spec_name: str, *, artifacts: str | Path = RUNS, data_dir: str | None 
     ckpt_io.save(final, out / "checkpoint.pt")
     write_json(out / "history.json", {"model": spec.name, "config": asdict(cfg), "history": history,
                                       "best_epoch": final["best_epoch"], "test_accuracy": test_acc,
-                                      "device": base_ckpt["device"], "torch_threads": base_ckpt["torch_threads"]})
+                                      "device": base_ckpt["device"], "torch_threads": base_ckpt["torch_threads"],
+                                      "world_size": workers.world})
     echo(f"test accuracy {100 * test_acc:.2f}% ({len(test)} images, best epoch {final['best_epoch']}); "
          f"checkpoint {out / 'checkpoint.pt'}")
+    distributed.broadcast(workers, (final["best_epoch"], test_acc))
     return TrainResult(out / "checkpoint.pt", final["best_epoch"], test_acc, history)
+
+
+def _saved_run_id(path: Path) -> str | None:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True).get("run_id") if path.is_file() else None
+    except Exception:  # unreadable: not ours to resume; a fresh start rewrites it
+        return None
+
+
+def dist_backend() -> str:
+    return torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
