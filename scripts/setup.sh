@@ -5,6 +5,6 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${EDGECLS_VENV:-$root/.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[train,test]" 2>&1 \
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[train,test,ray]" 2>&1 \
   | grep -v "^WARNING: Location .* is ignored" || true
-"$venv/bin/python" -c "import edgecls, torch, onnxruntime, fastapi, tritonclient.http" || { echo "set-up failed" >&2; exit 1; }
+"$venv/bin/python" -c "import edgecls, torch, onnxruntime, fastapi, tritonclient.http, ray.data" || { echo "set-up failed" >&2; exit 1; }

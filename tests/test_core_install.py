@@ -89,6 +89,15 @@ def test_torch_commands_name_the_extra_in_one_line(core_venv, command):
     assert "pip install 'edgecls[train]'" in lines[0] and "torch" in lines[0]
 
 
+def test_ray_engine_without_the_extra_names_it_in_one_line(core_venv, tmp_path):
+    done = run(core_venv, "infer", "samples/fashion-mnist", "--model", "gru", "--engine", "ray",
+               "--output", tmp_path / "out")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --engine ray needs the ray extra"), done.stderr
+    assert "pip install 'edgecls[ray]'" in lines[0] and not (tmp_path / "out").exists()
+
+
 def test_models_lists_the_zoo_without_torch(core_venv):
     done = run(core_venv, "models")
     assert done.returncode == 0, done.stderr
