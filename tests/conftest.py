@@ -7,14 +7,55 @@ from click.testing import CliRunner
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def data_root() -> Path:
-    """The real data sets (EDGECLS_DATA, else ../shared/datasets). Missing data fails, never skips."""
-    root = Path(os.environ.get("EDGECLS_DATA") or REPO.parent / "shared" / "datasets")
-    if not (root / "FashionMNIST").is_dir():
-        pytest.fail(f"real data sets not found at {root}; set EDGECLS_DATA (see README)")
-    os.environ["EDGECLS_DATA"] = str(root)
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+def find_test_data(shared: Path = SHARED) -> Path | None:
+    """Where the tests read the real data sets from: $EDGECLS_DATA, else `shared` (../shared/datasets beside
+    the checkout), else (None) wherever the CLI's own locator finds or fetches each one: Debian's
+    /usr/share/datasets, the user cache, then a torchvision download into the cache. Raises the
+    locator's one-line EdgeclsError when a data set is nowhere."""
+    from edgecls.data import DATASETS, load_split
+
+    root = Path(os.environ["EDGECLS_DATA"]) if os.environ.get("EDGECLS_DATA") else shared if shared.is_dir() else None
+    if root is not None:
+        os.environ["EDGECLS_DATA"] = str(root)
+    for dataset in DATASETS:
+        for split in ("train", "test"):
+            load_split(dataset, split)
     return root
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path | None:
+    """The real data (find_test_data). Missing data fails with the locator's message; it never skips."""
+    from edgecls.errors import EdgeclsError
+
+    try:
+        return find_test_data()
+    except EdgeclsError as exc:
+        pytest.fail(f"real data for the tests: {exc}", pytrace=False)
+
+
+def cifar_test_images(folder: Path, per_class: int) -> Path:
+    """A CIFAR-10 test ImageFolder tree <folder>/<class>/ of `per_class` real images each: the JPEG files
+    themselves where the data is an image tree, else PNGs of the pixels (torchvision's pickled copy)."""
+    import numpy as np
+    from PIL import Image
+
+    from edgecls.data import load_split
+
+    test = load_split("cifar10", "test")
+    for label, name in enumerate(test.classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in (test.labels == label).nonzero().flatten()[:per_class].tolist():
+            if test.files is not None:
+                src = Path(test.files[i])
+                (folder / name / src.name).write_bytes(src.read_bytes())
+            else:
+                Image.fromarray(np.ascontiguousarray(test.images()[i].permute(1, 2, 0).numpy())).save(
+                    folder / name / f"{i:05d}.png")
+    return folder
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch
 from edgecls.export import export_model
 from edgecls.registry import get_spec, model_names
 
-from conftest import REPO, assert_one_line_error
+from conftest import REPO, assert_one_line_error, cifar_test_images
 from test_export import write_checkpoint
 
 
@@ -24,8 +24,12 @@ def trained_cnn(tmp_path_factory, data_root):
 
 def test_bench_same_model_side_by_side_with_end_to_end(cli, trained_cnn, tmp_path):
     out = tmp_path / "b"
+    from edgecls.data import load_split
+
+    # The end-to-end part reads JPEG files: the data's own, or (pickled CIFAR-10) a tree written from it.
+    tree = [] if load_split("cifar10", "test").files else ["--data-dir", cifar_test_images(tmp_path / "c" / "test", 4).parent]
     result = cli("bench", "--model", "cnn", "--batch-sizes", "1,3", "--seconds", "0.05", "--threads", "1",
-                 "--e2e-images", "40", "--artifacts", trained_cnn, "--out", out)
+                 "--e2e-images", "40", "--artifacts", trained_cnn, "--out", out, *tree)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "bench.json").read_text())
     assert report["hardware"]["threads"] == 1 and report["gemm_gflops"] > 0

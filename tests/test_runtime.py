@@ -12,7 +12,7 @@ from edgecls.export import export_model
 from edgecls.registry import get_spec, model_names
 from edgecls.runtime import Classifier, convert_mode
 
-from conftest import assert_one_line_error, quick_train
+from conftest import assert_one_line_error, cifar_test_images, quick_train
 from test_export import write_checkpoint
 
 N_REAL = 24
@@ -96,7 +96,7 @@ def test_infer_cli_formats_and_exit_codes(cli, exported_zoo, tmp_path, data_root
     art, _ = exported_zoo
     folder = tmp_path / "imgs"
     (folder / "sub").mkdir(parents=True)
-    src = sorted((data_root / "CIFAR10-images" / "test" / "ship").iterdir())[:3]
+    src = sorted((cifar_test_images(tmp_path / "cifar", 3) / "ship").iterdir())
     for i, f in enumerate(src):
         (folder / ("sub" if i else "") / f.name).write_bytes(f.read_bytes())
     ok = cli("infer", folder, "--model", "cnn", "--artifacts", art, "--format", "json", "--top-k", "3")

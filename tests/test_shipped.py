@@ -144,5 +144,9 @@ def test_full_test_split_through_the_runtime_keeps_the_cards_accuracy(data_root,
         worst = max(worst, float(np.abs(logits - single.run(x)).max()))
         right += int((logits.argmax(1) == test.labels[idx].numpy()).sum())
     acc_pct = 100 * right / len(test)
-    assert abs(acc_pct - load_card(name)["accuracy"]["onnx_pct"]) < 0.005  # 0.00 points apart
     assert worst <= 1e-5
+    card = load_card(name)
+    if card["test_images"] != len(test):  # e.g. the official EMNIST split of a torchvision download
+        pytest.skip(f"the card's accuracy was measured on another copy of the test split ({card['test_images']} "
+                    f"images, here {len(test)}); logits checked, accuracy not comparable")
+    assert abs(acc_pct - card["accuracy"]["onnx_pct"]) < 0.005  # 0.00 points apart
