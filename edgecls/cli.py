@@ -131,15 +131,18 @@ def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, arti
 @artifacts_option
 @click.option("--no-validate", is_flag=True,
               help="DANGEROUS: skip the parity check against PyTorch (the file is labelled unvalidated).")
+@click.option("--ort", is_flag=True,
+              help="Also write model.ort (ORT format, for mobile and minimal builds) and required_operators.config, "
+                   "kept only when the .ort logits match model.onnx within --atol.")
 @user_errors
 @needs_training_extra
-def export_cmd(model, checkpoint, opset, exporter, atol, data_dir, artifacts, no_validate):
+def export_cmd(model, checkpoint, opset, exporter, atol, data_dir, artifacts, no_validate, ort):
     """Export MODEL to <artifacts>/<model>/model.onnx and check it against PyTorch; a parity failure
     exits non-zero and leaves no model.onnx behind."""
     from edgecls.export import export_model
 
     export_model(model, artifacts=artifacts, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
-                 validate_parity=not no_validate, data_dir=data_dir, echo=click.echo)
+                 validate_parity=not no_validate, data_dir=data_dir, ort=ort, echo=click.echo)
 
 
 class NothingRun(click.ClickException):

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import onnx
 import torch
 
@@ -86,7 +87,7 @@ def check_opset(opset: int) -> None:
 
 def export_model(name: str, *, artifacts: str | Path = RUNS, checkpoint: str | Path | None = None,
                  opset: int = DEFAULT_OPSET, exporter: str = "auto", atol: float | None = None,
-                 validate_parity: bool = True, data_dir: str | None = None,
+                 validate_parity: bool = True, data_dir: str | None = None, ort: bool = False,
                  echo: Callable[[str], None] = print) -> ExportResult:
     """Export `name` to <artifacts>/<name>/model.onnx and write export.json; raises EdgeclsError when
     the ONNX file does not reproduce the eager logits."""
@@ -173,7 +174,29 @@ def export_model(name: str, *, artifacts: str | Path = RUNS, checkpoint: str | P
     else:
         echo(f"{name}: {tried[chosen]['summary']}")
     echo(f"exported {name} with the {chosen} exporter (opset {opset}): {out / 'model.onnx'}; {why}")
+    if ort:
+        _write_ort(out / "model.onnx", spec, real, atol, report, report_path, echo)
     return ExportResult(out / "model.onnx", report_path, chosen, report)
+
+
+def _write_ort(onnx_path: Path, spec: ModelSpec, real, atol: float, report: dict, report_path: Path,
+               echo: Callable[[str], None]) -> None:
+    """model.ort beside model.onnx, checked on the real test images (and a seeded random batch)."""
+    from .ort_format import write_ort
+
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((7, *spec.input_shape)).astype(np.float32)]
+    if real is not None:
+        inputs.insert(0, real.numpy().astype(np.float32))
+    try:
+        report["ort"] = write_ort(onnx_path, inputs, atol)
+    except EdgeclsError as exc:
+        report["ort"] = {"passed": False, "error": str(exc)}
+        raise
+    finally:
+        write_json(report_path, report)
+    echo(f"ORT format: {report['ort']['file']} ({report['ort']['bytes']:,} bytes, max |Δlogit| "
+         f"{report['ort']['max_abs_diff']:.1e} against model.onnx) and {report['ort']['operators']}")
 
 
 def _score(timing: dict[str, float]) -> float:
