@@ -145,6 +145,35 @@ def export_cmd(model, checkpoint, opset, exporter, atol, data_dir, artifacts, no
                  validate_parity=not no_validate, data_dir=data_dir, ort=ort, echo=click.echo)
 
 
+@main.command("quantize", epilog="Exit codes: 0 the variant was written; 1 no setting kept accuracy within 0.5 "
+                                 "points of fp32 (nothing written), or bad input.")
+@model_option
+@click.option("--precision", type=click.Choice(["int8", "fp16"]), required=True,
+              help="int8: static QDQ quantization calibrated on training images (for CPUs with VNNI or ARM dot "
+                   "product); fp16: half-precision weights and compute with float32 inputs/outputs (for CUDA).")
+@click.option("--onnx", "onnx_file", type=click.Path(), default=None,
+              help="The fp32 file [the one `edgecls infer --model NAME` uses].")
+@click.option("--calibration", type=int, default=512, show_default=True, help="Training images for int8 calibration.")
+@data_dir_option
+@click.option("--artifacts", type=click.Path(), default=None,
+              help=f"Read <artifacts>/<NAME>/model.onnx and write model.<precision>.onnx beside it [default: write to "
+                   f"{RUNS}/<NAME>/, from the file `edgecls infer --model NAME` uses].")
+@user_errors
+@needs_training_extra
+def quantize_cmd(model, precision, onnx_file, calibration, data_dir, artifacts):
+    """Write an INT8 or FP16 variant of MODEL's ONNX file, kept only when its accuracy on the full test
+    split (through the runtime) is within 0.5 points of the fp32 file's."""
+    from pathlib import Path
+
+    from .export.precision import make_variant
+    from .locations import find_onnx
+    from .registry import get_spec
+
+    get_spec(model)
+    source = Path(onnx_file) if onnx_file else find_onnx(model, artifacts)
+    make_variant(model, precision, source, Path(artifacts or RUNS) / model, data_dir, calibration, echo=click.echo)
+
+
 class NothingRun(click.ClickException):
     exit_code = 2
 

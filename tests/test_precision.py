@@ -1,0 +1,98 @@
+"""`edgecls quantize`: INT8 and FP16 variants, kept only within 0.5 points of fp32 on the full test split."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgecls.data import evenly_spaced, load_for_spec, normalize
+from edgecls.locations import shipped_onnx
+from edgecls.registry import get_spec
+from edgecls.runtime import Classifier
+
+from conftest import assert_one_line_error
+
+FP16_ATOL = 0.05  # max |Δlogit| of the fp16 variant against fp32 on real images (CPU provider), documented
+
+
+def real(name: str, count: int = 512) -> np.ndarray:
+    spec = get_spec(name)
+    test = load_for_spec(spec, "test", download=False)
+    return normalize(test.images(evenly_spaced(len(test), count)), spec.preprocess).numpy()
+
+
+def quantize(cli, name, precision, out, *extra):
+    return cli("quantize", "--model", name, "--precision", precision, "--onnx", shipped_onnx(name),
+               "--artifacts", out, *extra)
+
+
+def test_int8_cnn_is_kept_within_the_gate_and_describes_itself(cli, tmp_path):
+    result = quantize(cli, "cnn", "int8", tmp_path)
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "cnn" / "model.int8.onnx"
+    report = json.loads((tmp_path / "cnn" / "precision.json").read_text())["int8"]
+    assert report["kept"]["passed"] and report["fp32_accuracy_pct"] - report["kept"]["accuracy_pct"] <= 0.5
+    assert report["test_images"] == 10_000 and report["bytes"] < report["fp32_bytes"] / 2
+    props = {p.key: p.value for p in onnx.load(str(target)).metadata_props}
+    assert props["precision"] == "int8" and "calibration" in props["precision_method"]
+    ops = {n.op_type for n in onnx.load(str(target)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    clf = Classifier(target, "cpu")
+    assert clf.class_names == Classifier(shipped_onnx("cnn"), "cpu").class_names
+    # the runtime's accuracy on the full split is the one the gate saw
+    test = load_for_spec(get_spec("cnn"), "test", download=False)
+    x = normalize(test.images(), get_spec("cnn").preprocess).numpy()
+    acc = 100 * np.mean(np.concatenate([clf.run(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)])
+                        == test.labels.numpy())
+    assert acc == pytest.approx(report["kept"]["accuracy_pct"], abs=1e-9)
+
+
+def test_fp16_keeps_float32_io_and_stays_close_on_the_cpu(cli, tmp_path):
+    result = quantize(cli, "gru", "fp16", tmp_path)
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "gru" / "model.fp16.onnx"
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float)" and session.get_outputs()[0].type == "tensor(float)"
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(target)).graph.initializer)
+    x = real("gru")
+    diff = np.abs(Classifier(target, "cpu").run(x) - Classifier(shipped_onnx("gru"), "cpu").run(x)).max()
+    assert diff <= FP16_ATOL
+
+
+def test_a_variant_below_the_gate_writes_nothing_and_fails(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr("edgecls.export.precision.GATE_POINTS", -1.0)  # no variant can beat fp32 by a point
+    result = quantize(cli, "cnn", "int8", tmp_path)
+    assert_one_line_error(result, "no int8 variant of cnn within -1.0 points", "nothing written")
+    assert not (tmp_path / "cnn" / "model.int8.onnx").exists()
+    assert [p.name for p in (tmp_path / "cnn").iterdir()] == ["precision.json"]  # figures of every recipe tried
+    tried = json.loads((tmp_path / "cnn" / "precision.json").read_text())["int8"]["tried"]
+    assert len(tried) == 3 and all("accuracy_pct" in t for t in tried)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--onnx", "nope.onnx"], "no ONNX model at nope.onnx"),
+    (["--calibration", "3"], "--calibration must be at least 16"),
+    (["--onnx", str(shipped_onnx("gru"))], "holds model 'gru', not 'cnn'"),
+    (["--artifacts", "artifacts"], "holds a shipped model"),
+])
+def test_bad_input_is_one_line(cli, tmp_path, args, message):
+    base = ["quantize", "--model", "cnn", "--precision", "int8"]
+    if "--onnx" not in args:
+        base += ["--onnx", shipped_onnx("cnn")]
+    if "--artifacts" not in args:
+        base += ["--artifacts", tmp_path]
+    assert_one_line_error(cli(*base, *args), message)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="no CUDA provider here")
+def test_fp16_on_cuda(cli, tmp_path):
+    try:
+        cuda = Classifier(shipped_onnx("cnn"), "cuda")
+    except Exception as exc:
+        pytest.skip(f"CUDA provider cannot run here: {exc}")
+    assert quantize(cli, "cnn", "fp16", tmp_path).exit_code == 0
+    x = real("cnn")
+    half = Classifier(tmp_path / "cnn" / "model.fp16.onnx", "cuda")
+    assert np.abs(half.run(x) - cuda.run(x)).max() <= FP16_ATOL
