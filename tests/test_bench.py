@@ -55,6 +55,7 @@ def test_bench_same_model_side_by_side_with_end_to_end(cli, trained_cnn, tmp_pat
     assert e2e["images"] == 40
     # the same weights on the same JPEGs: both paths decode with Pillow, so they agree up to near-ties
     assert abs(e2e["edgecls_infer"]["accuracy_pct"] - e2e["pytorch_baseline"]["accuracy_pct"]) <= 100 / 40
+    assert e2e["pytorch_baseline_2_workers"]["accuracy_pct"] == e2e["pytorch_baseline"]["accuracy_pct"]
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -10,7 +10,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from edgecls import checkpoint as ckpt_io
