@@ -339,6 +339,31 @@ def serve_cmd(models, onnx_files, host, port, provider, threads, max_batch, max_
         raise NothingRun(str(exc)) from None
 
 
+@main.command("web", epilog="Exit code 2: nothing served (bad options, address in use, missing model or "
+                             "onnxruntime-web).")
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Offer this model (repeatable), the file `edgecls infer --model` uses [every shipped model].")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--out", type=click.Path(), default=None,
+              help="Instead of serving, write the page, onnxruntime-web and the models into this new folder.")
+@click.option("--artifacts", type=click.Path(), default=None, help="Take --model files from <artifacts>/<NAME>/.")
+def web_cmd(models, host, port, out, artifacts):
+    """The browser page: the models run on the visitor's machine with onnxruntime-web (wasm, or WebGPU
+    where the browser has it); served with the cross-origin isolation headers its threads need."""
+    from .serve import model_sources
+    from .web import build_site, serve_web
+
+    try:
+        sources = model_sources(list(models), None, artifacts)
+        if out:
+            build_site(out, sources, echo=click.echo)
+        else:
+            serve_web(sources, host, port, echo=lambda m: click.echo(m, err=True))
+    except EdgeclsError as exc:
+        raise NothingRun(str(exc)) from None
+
+
 @main.command("triton")
 @click.argument("out_dir", metavar="DIR", type=click.Path())
 @click.option("--model", "models", multiple=True, metavar="NAME",

@@ -1,0 +1,120 @@
+// edgecls browser page: every per-model fact comes from models.json, which the server (or `edgecls web
+// --out`) writes from each ONNX file's metadata_props; nothing here is specific to one model.
+"use strict";
+ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
+ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+
+const state = { models: {}, session: null, info: null, backend: null, results: [] };
+window.edgecls = state;  // read by the tests
+const $ = (id) => document.getElementById(id);
+
+function meta(props) {
+  return {
+    name: props.model, classes: JSON.parse(props.class_names), shape: JSON.parse(props.input_shape),
+    mode: props.color_mode, mean: JSON.parse(props.mean), std: JSON.parse(props.std), scale: parseFloat(props.scale),
+  };
+}
+
+async function loadModel(name) {
+  $("status").textContent = `loading ${name}…`;
+  $("results").querySelector("tbody").replaceChildren();  // rows belong to the model that made them
+  const entry = state.models[name];
+  state.info = meta(entry.metadata);
+  const tries = navigator.gpu ? ["webgpu", "wasm"] : ["wasm"];
+  for (const backend of tries) {
+    try {
+      state.session = await ort.InferenceSession.create(entry.url, { executionProviders: [backend] });
+      state.backend = backend;
+      break;
+    } catch (err) {
+      if (backend === tries[tries.length - 1]) throw err;
+    }
+  }
+  $("status").textContent = `${name}: ${state.info.classes.length} classes, input ${state.info.shape.join("x")} ` +
+    `${state.info.mode}; backend ${state.backend}${ort.env.wasm.numThreads > 1 ? ` (${ort.env.wasm.numThreads} threads)` : ""}`;
+  state.ready = name;
+}
+
+// Decode with the browser, composite transparency onto black, resize to the model's H x W on a canvas
+// (the browser's high-quality smoothing; Pillow's bilinear filter differs, see README), then convert to
+// L with Pillow's weights (ITU-R 601-2: 299/587/114, in Pillow's fixed-point form) and normalize.
+async function toInput(file) {
+  const [c, h, w] = state.info.shape;
+  const bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  const canvas = new OffscreenCanvas(w, h);
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, w, h);
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(bitmap, 0, 0, w, h);
+  const px = ctx.getImageData(0, 0, w, h).data;
+  const x = new Float32Array(c * h * w);
+  const { mean, std, scale } = state.info;
+  for (let i = 0; i < h * w; i++) {
+    const r = px[4 * i], g = px[4 * i + 1], b = px[4 * i + 2];
+    if (c === 1) {
+      const l = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
+      x[i] = (Math.fround(l * scale) - mean[0]) / std[0];
+    } else {
+      x[i] = (Math.fround(r * scale) - mean[0]) / std[0];
+      x[h * w + i] = (Math.fround(g * scale) - mean[1]) / std[1];
+      x[2 * h * w + i] = (Math.fround(b * scale) - mean[2]) / std[2];
+    }
+  }
+  return new ort.Tensor("float32", x, [1, c, h, w]);
+}
+
+function softmax(logits) {
+  const m = Math.max(...logits);
+  const e = logits.map((v) => Math.exp(v - m));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / s);
+}
+
+async function classify(files, k = 3) {
+  const body = $("results").querySelector("tbody");
+  for (const file of files) {
+    const t0 = performance.now();
+    let row;
+    try {
+      const input = await toInput(file);
+      const t1 = performance.now();
+      const out = await state.session.run({ [state.session.inputNames[0]]: input });
+      var runMs = performance.now() - t1;
+      const logits = Array.from(out[state.session.outputNames[0]].data);
+      const probs = softmax(logits);
+      const order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]).slice(0, k);
+      row = { file: file.name, logits, top: order.map((i) => [state.info.classes[i], probs[i]]),
+              ms: performance.now() - t0, runMs, backend: state.backend };
+    } catch (err) {
+      row = { file: file.name, error: String(err), ms: performance.now() - t0 };
+    }
+    state.results.push(row);
+    const tr = document.createElement("tr");
+    const img = document.createElement("img");
+    img.src = URL.createObjectURL(file);
+    tr.insertCell().appendChild(img);
+    tr.insertCell().textContent = file.name;
+    tr.insertCell().textContent = row.error ? `error: ${row.error}`
+      : row.top.map(([l, p]) => `${l} (${(100 * p).toFixed(1)}%)`).join(", ");
+    tr.insertCell().textContent = row.ms.toFixed(2);
+    body.appendChild(tr);
+  }
+  state.done = state.results.length;
+}
+
+async function main() {
+  const list = await (await fetch("models.json")).json();
+  for (const m of list.models) state.models[m.name] = m;
+  const select = $("model");
+  for (const name of Object.keys(state.models)) select.add(new Option(name, name));
+  select.onchange = () => loadModel(select.value).catch((e) => ($("status").textContent = `error: ${e}`));
+  $("files").onchange = (e) => classify(Array.from(e.target.files));
+  const drop = $("drop");
+  drop.ondragover = (e) => { e.preventDefault(); drop.classList.add("over"); };
+  drop.ondragleave = () => drop.classList.remove("over");
+  drop.ondrop = (e) => { e.preventDefault(); drop.classList.remove("over"); classify(Array.from(e.dataTransfer.files)); };
+  await loadModel(select.value);
+}
+main().catch((e) => ($("status").textContent = `error: ${e}`));
