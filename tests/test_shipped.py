@@ -150,3 +150,35 @@ def test_full_test_split_through_the_runtime_keeps_the_cards_accuracy(data_root,
         pytest.skip(f"the card's accuracy was measured on another copy of the test split ({card['test_images']} "
                     f"images, here {len(test)}); logits checked, accuracy not comparable")
     assert abs(acc_pct - card["accuracy"]["onnx_pct"]) < 0.005  # 0.00 points apart
+
+
+INT8_SHIPPED = [n for n in SHIPPED if "variants" in load_card(n)]
+
+
+def test_int8_variants_are_shipped_where_they_shrink_the_file():
+    assert sorted(INT8_SHIPPED) == ["birnn", "cnn", "rnn"]  # where int8 shrinks the file 3x; see README
+
+
+@pytest.mark.parametrize("name", INT8_SHIPPED)
+def test_shipped_int8_variant_passes_the_gate_on_the_full_test_split(name):
+    """The shipped int8 file is the one its card describes, and through the runtime its accuracy on the
+    whole real test split is the card's, within 0.5 points of the fp32 file's."""
+    import numpy as np
+    import onnx
+
+    from edgecls.data import load_for_spec, normalize
+
+    card = load_card(name)
+    variant = card["variants"]["int8"]
+    path = shipped_onnx(name).parent / variant["file"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == variant["sha256"]
+    assert {p.key: p.value for p in onnx.load(str(path)).metadata_props}["precision"] == "int8"
+    spec = get_spec(name)
+    test = load_for_spec(spec, "test", download=False)
+    x, y = normalize(test.images(), spec.preprocess).numpy(), test.labels.numpy()
+    clf = Classifier(path, "cpu")
+    acc = 100 * np.mean(np.concatenate([clf.run(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)]) == y)
+    if card["test_images"] == len(y):
+        assert abs(acc - variant["accuracy_pct"]) < 0.005
+    assert card["accuracy"]["onnx_pct"] - acc <= 0.5
+    assert path.stat().st_size < card["onnx"]["bytes"] / 2
