@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -191,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             tables[name]["browser (onnxruntime-web)"] = {"status": f"skipped: {why}"}
     else:
-        port = 8000 + os.getpid() % 1000
+        with socket.socket() as probe:  # a free port, as the tests pick theirs
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         server = subprocess.Popen([sys.executable, "-m", "edgecls", "web", "--port", str(port),
                                    *sum((["--model", n] for n in names), [])]
                                   + (["--artifacts", str(root)] if args.artifacts else []),

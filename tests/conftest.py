@@ -16,10 +16,14 @@ def find_test_data(shared: Path = SHARED) -> Path | None:
     /usr/share/datasets, the user cache, then a torchvision download into the cache. Raises the
     locator's one-line EdgeclsError when a data set is nowhere."""
     from edgecls.data import DATASETS, load_split
+    from edgecls.errors import EdgeclsError
 
     root = Path(os.environ["EDGECLS_DATA"]) if os.environ.get("EDGECLS_DATA") else shared if shared.is_dir() else None
     if root is not None:
         os.environ["EDGECLS_DATA"] = str(root)
+        if not (root / "FashionMNIST").is_dir():
+            raise EdgeclsError(f"real data sets not found at {root}; set EDGECLS_DATA to a torchvision root (see README)")
+        return root  # a named root is read as it is; loading every split here would add seconds to each session
     for dataset in DATASETS:
         for split in ("train", "test"):
             load_split(dataset, split)
