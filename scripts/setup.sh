@@ -4,6 +4,15 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${EDGECLS_VENV:-$root/.venv}
+# A first install needs about 7 GB (torch's CUDA build is 5.5 GB); say so before pip fails half-way.
+if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+  mkdir -p "$(dirname "$venv")"
+  free_kb=$(df -Pk "$(dirname "$venv")" | awk 'NR==2 {print $4}')
+  if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+    echo "set-up failed: $((free_kb / 1024)) MB free under $(dirname "$venv"); the environment needs about 8 GB: free space or set EDGECLS_VENV to a bigger disk" >&2
+    exit 1
+  fi
+fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[train,test,ray]" 2>&1 \
   | grep -v "^WARNING: Location .* is ignored" || true
