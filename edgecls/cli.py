@@ -101,6 +101,9 @@ def models_cmd():
 @data_dir_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed of split, init, order and augmentation [0].")
+@click.option("--select", type=click.Choice(["val_loss", "val_acc"]), default=None,
+              help="Epoch the checkpoint keeps: lowest validation loss or highest validation accuracy "
+                   "[the model's default].")
 @artifacts_option
 @click.option("--resume", is_flag=True, help="Continue the run in <artifacts>/<model>/ after its last epoch.")
 @click.option("--threads", type=int, default=None,
@@ -108,7 +111,7 @@ def models_cmd():
                    "On a shared machine give each job its share of the cores.")
 @user_errors
 @needs_training_extra
-def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, artifacts, resume, threads):
+def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, select, artifacts, resume, threads):
     """Train MODEL on its real data set; writes checkpoint.pt, history.json and curves.png.
 
     Data-parallel on several processes or machines: torchrun --standalone --nproc-per-node=2 -m edgecls
@@ -116,7 +119,7 @@ def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, arti
     from edgecls.train import train
 
     train(model, artifacts=artifacts, data_dir=data_dir, device=device, resume=resume, threads=threads,
-          echo=click.echo, epochs=epochs, batch_size=batch_size, lr=lr, limit=limit, seed=seed)
+          echo=click.echo, epochs=epochs, batch_size=batch_size, lr=lr, limit=limit, seed=seed, select=select)
 
 
 @main.command("export")

@@ -178,3 +178,31 @@ def test_lstm_binary_starts_from_the_trained_lstm(cli, tmp_path):
         if key.startswith("rnn."):  # copied, and a 1e-12 learning rate leaves them in place
             assert torch.allclose(binary["state_dict"][key], source["state_dict"][key], atol=1e-6), key
     assert binary["state_dict"]["head.weight"].shape[0] == 2 and source["state_dict"]["head.weight"].shape[0] == 47
+
+
+def test_select_keeps_the_epoch_its_metric_names(cli, tmp_path):
+    # One seed, so both runs see the same validation figures and differ only in the epoch they keep.
+    for metric in ("val_loss", "val_acc"):
+        result = cli("train", "--model", "rnn", "--epochs", "4", "--limit", "600", "--select", metric,
+                     "--artifacts", tmp_path / metric)
+        assert result.exit_code == 0, result.output
+    by_loss, by_acc = _state(tmp_path / "val_loss/rnn/checkpoint.pt"), _state(tmp_path / "val_acc/rnn/checkpoint.pt")
+    hist = by_loss["history"]
+    assert [h["val_loss"] for h in hist] == [h["val_loss"] for h in by_acc["history"]]
+    assert by_loss["best_epoch"] == min(hist, key=lambda h: h["val_loss"])["epoch"]
+    assert by_acc["best_epoch"] == max(hist, key=lambda h: (h["val_acc"], -h["val_loss"]))["epoch"]
+    assert by_acc["hparams"]["select"] == "val_acc" and by_acc["val_accuracy"] == max(h["val_acc"] for h in hist)
+    assert_one_line_error(cli("train", "--model", "rnn", "--resume", "--epochs", "5", "--select", "val_loss",
+                              "--artifacts", tmp_path / "val_acc"), "cannot change --select")
+
+
+def test_is_better_breaks_accuracy_ties_by_loss():
+    from edgecls.train.trainer import is_better
+
+    best = {"val_loss": 0.30, "val_acc": 0.90, "epoch": 3}
+    assert is_better({"val_loss": 0.35, "val_acc": 0.91}, best, "val_acc")
+    assert not is_better({"val_loss": 0.35, "val_acc": 0.91}, best, "val_loss")
+    assert is_better({"val_loss": 0.29, "val_acc": 0.90}, best, "val_acc")
+    assert not is_better({"val_loss": 0.31, "val_acc": 0.90}, best, "val_acc")
+    # a resume state written before --select existed has no val_acc in its best: any accuracy beats it
+    assert is_better({"val_loss": 0.5, "val_acc": 0.1}, {"val_loss": 0.3, "epoch": 2}, "val_acc")

@@ -1,4 +1,4 @@
-"""The training loop: seeded split, cosine schedule, best-by-validation-loss checkpoint, resumable."""
+"""The training loop: seeded split, cosine schedule, best-on-validation checkpoint, resumable."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from .curves import plot_curves
 
 # Settings a resumed run must keep: changing them mid-run would make a different model.
 FIXED_ON_RESUME = ("batch_size", "lr", "weight_decay", "label_smoothing", "augment", "grad_clip", "limit",
-                   "seed", "val_fraction")
+                   "seed", "val_fraction", "select")
+SELECT_METRICS = ("val_loss", "val_acc")
 
 
 @dataclass
@@ -47,6 +48,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     warmup_epochs: float = 1.0
     init_from: str | None = None  # start from this model's checkpoint in the same artifacts folder
+    # Which epoch the checkpoint keeps: lowest validation loss, or highest validation accuracy (ties: lower loss).
+    select: str = "val_loss"
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, **overrides: Any) -> "TrainConfig":
@@ -63,6 +66,8 @@ class TrainConfig:
             raise EdgeclsError(f"--lr must be positive (got {self.lr})")
         if self.limit is not None and self.limit < 20:
             raise EdgeclsError(f"--limit must be at least 20 images (got {self.limit})")
+        if self.select not in SELECT_METRICS:
+            raise EdgeclsError(f"--select must be one of {', '.join(SELECT_METRICS)} (got {self.select!r})")
         if not 0 < self.val_fraction < 1:
             raise EdgeclsError(f"validation fraction must lie between 0 and 1 (got {self.val_fraction})")
 
@@ -90,6 +95,13 @@ def split_indices(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]
         order = order[:cfg.limit]
     n_val = max(1, round(len(order) * cfg.val_fraction))
     return order[n_val:], order[:n_val]
+
+
+def is_better(row: dict, best: dict, select: str) -> bool:
+    """Does this epoch's validation beat the best so far under `select`?"""
+    if select == "val_acc":
+        return (row["val_acc"], -row["val_loss"]) > (best.get("val_acc", -1.0), -best["val_loss"])
+    return row["val_loss"] < best["val_loss"]
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -204,7 +216,7 @@ def _train(spec_name: str, workers: distributed.Workers, dev: torch.device, arti
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[dict] = []
-    best = {"val_loss": math.inf, "epoch": 0}
+    best = {"val_loss": math.inf, "val_acc": -1.0, "epoch": 0}
     start_epoch = 1
     if state is not None:
         model.load_state_dict(state["state_dict"])
@@ -276,9 +288,9 @@ def _train(spec_name: str, workers: distributed.Workers, dev: torch.device, arti
                "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": train_seconds,
                "images_per_s": seen / train_seconds}
         history.append(row)
-        improved = val_loss < best["val_loss"]
+        improved = is_better(row, best, cfg.select)
         if improved:
-            best = {"val_loss": val_loss, "epoch": epoch}
+            best = {"val_loss": val_loss, "val_acc": val_acc, "epoch": epoch}
             ckpt_io.save({**base_ckpt, "state_dict": _cpu_state(net), "best_epoch": epoch, "val_accuracy": val_acc,
                           "history": history, "test_accuracy": None}, out / "checkpoint.pt")
         ckpt_io.save({"format": ckpt_io.FORMAT, "model": spec.name, "config": asdict(cfg), "epoch": epoch,
