@@ -12,7 +12,7 @@ from edgecls.errors import EdgeclsError
 
 from .metadata import INPUT_NAME, ModelInfo
 from .parallel import BatchParallel, available_cpus, split_count
-from .preprocess import image_to_uint8, load_image, normalize
+from .preprocess import file_to_uint8, image_to_uint8, normalize
 from .session import create_session
 
 
@@ -27,10 +27,12 @@ class Classifier:
     labels, probabilities = classifier.predict(["shoe.png", pil_image, uint8_array])"""
 
     def __init__(self, onnx_path: str | Path, provider: str = "auto", threads: int | None = None,
-                 split: bool = True, draft: bool = True):
+                 split: bool = True, draft: bool = True, fast_jpeg: bool = True):
         """`threads`: CPU threads to use [all this process may use]. On the CPU, batches large enough are
         split across that many 1-thread sessions (`split=False` keeps one session; see parallel.py).
-        `draft`: JPEG files much larger than the model's input decode at a reduced scale (load_image)."""
+        `draft`: JPEG files much larger than the model's input decode at a reduced scale (load_image).
+        `fast_jpeg`: JPEG files decode through libjpeg-turbo directly, to the same pixels as Pillow
+        (jpeg.py); False decodes every file with Pillow (the earlier path, for comparisons)."""
         path = Path(onnx_path)
         if not path.is_file():
             raise EdgeclsError(f"no ONNX model at {path}; run `edgecls export` first or pass --onnx FILE")
@@ -45,6 +47,7 @@ class Classifier:
         self.threads = threads or available_cpus()
         c, h, w = self.info.input_shape
         self.draft_size = (2 * w, 2 * h) if draft else None  # never below twice the input: resize still antialiases
+        self.fast_jpeg = fast_jpeg
         self.parallel = None
         if split and self.provider == "cpu" and self.threads >= 2:
             self.parallel = BatchParallel(lambda: create_session(str(path), "cpu", 1)[0], INPUT_NAME, self.threads,
@@ -56,9 +59,9 @@ class Classifier:
 
     def to_uint8(self, image, strict_size: bool = False) -> np.ndarray:
         """A path, a binary file object, a Pillow image, or a uint8 array (H×W, H×W×C or C×H×W)
-        -> uint8 [C, H, W]. Files are decoded with load_image (`strict_size`: the server's limit)."""
+        -> uint8 [C, H, W]. Files are decoded with file_to_uint8 (`strict_size`: the server's limit)."""
         if isinstance(image, (str, Path)) or hasattr(image, "read"):
-            image = load_image(str(image) if isinstance(image, Path) else image, strict_size, self.draft_size)
+            return file_to_uint8(image, self.info, self.draft_size, strict_size, self.fast_jpeg)
         if isinstance(image, np.ndarray):
             if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
                 image = image.transpose(1, 2, 0)

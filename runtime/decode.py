@@ -1,9 +1,10 @@
 """Decoding image files into model input off the main process.
 
-Measured on 2 cores with the 10,000 CIFAR-10 test JPEGs (README): decoding a 32x32 JPEG is mostly
-Python-level work under the GIL, so worker threads were slower than decoding inline (0.94x), while
-worker processes gave 1.46x (2 processes) and 1.70x (3). Each task decodes a whole batch and sends
-back one uint8 array, so the pickling cost is one array per batch.
+Measured on 2 cores with the 10,000 CIFAR-10 test JPEGs (README): with Pillow, decoding a 32x32 JPEG
+was mostly Python-level work under the GIL, so worker threads were slower than decoding inline
+(0.94x), while worker processes gave 1.46x (2 processes) and 1.70x (3). With libjpeg-turbo called
+directly (jpeg.py) such files decode faster inline than in 2 workers; big photos still gain 10x from
+workers and reduced-scale decoding. Each task decodes a whole batch, so there is one hand-over per batch.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from .metadata import ModelInfo
-from .preprocess import ImageError, image_to_uint8, load_image
+from .preprocess import ImageError, file_to_uint8
 
 
-def decode_batch(info: ModelInfo, draft: tuple[int, int] | None, paths: list[str]) -> list:
+def decode_batch(info: ModelInfo, draft: tuple[int, int] | None, paths: list[str], fast_jpeg: bool = True) -> list:
     """Per path: uint8 [C, H, W], or the reason (str) it is not a usable image."""
     out = []
     for p in paths:
         try:
-            out.append(image_to_uint8(load_image(p, draft=draft), info))
+            out.append(file_to_uint8(p, info, draft, fast_jpeg=fast_jpeg))
         except ImageError as exc:
             out.append(str(exc))
     return out

@@ -86,13 +86,14 @@ def stream_predictions(classifier: Classifier, files: list[Path], batch_size: in
 
     if workers < 1 or len(files) < POOL_MIN_BATCHES * batch_size:
         for chunk in chunks:
-            yield predict(chunk, decode_batch(classifier.info, classifier.draft_size, [str(f) for f in chunk]))
+            yield predict(chunk, decode_batch(classifier.info, classifier.draft_size, [str(f) for f in chunk],
+                                              classifier.fast_jpeg))
         return
     with process_pool(workers) as pool:
         pending: collections.deque = collections.deque()
         for chunk in chunks:
             pending.append((chunk, pool.submit(decode_batch, classifier.info, classifier.draft_size,
-                                               [str(f) for f in chunk])))
+                                               [str(f) for f in chunk], classifier.fast_jpeg)))
             if len(pending) > PREFETCH + workers - 1:  # keep every worker busy, and the model too
                 chunk0, future = pending.popleft()
                 yield predict(chunk0, future.result())

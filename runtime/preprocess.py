@@ -6,12 +6,15 @@ in float32. Decoding and mode conversion are what a user's file needs to look li
 
 from __future__ import annotations
 
+import io
 import warnings
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile
 
+from . import jpeg
 from .metadata import ModelInfo
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
@@ -32,7 +35,7 @@ def load_image(source: str | BinaryIO, strict_size: bool = False,
             if strict_size:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
-                if draft is not None and im.format == "JPEG":
+                if draft is not None and im.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with extras
                     im.draft(im.mode, draft)
                 im.load()
                 return im.copy() if im.mode != "P" else im.convert("RGBA")
@@ -69,14 +72,39 @@ def convert_mode(im: Image.Image, mode: str) -> Image.Image:
     return im if im.mode == mode else im.convert(mode)
 
 
-def image_to_uint8(im: Image.Image, info: ModelInfo) -> np.ndarray:
-    """Decoded image -> uint8 [C, H, W] in the model's color mode and size."""
+def image_to_uint8(im: Image.Image | np.ndarray, info: ModelInfo) -> np.ndarray:
+    """Decoded image (or uint8 pixels already in the model's mode) -> uint8 [C, H, W] in the model's
+    color mode and size."""
     c, h, w = info.input_shape
-    im = convert_mode(im, info.color_mode)
-    if im.size != (w, h):
-        im = im.resize((w, h), Image.BILINEAR)  # Pillow's resize filters antialias when shrinking
-    arr = np.asarray(im, dtype=np.uint8)
+    if isinstance(im, np.ndarray) and im.shape[:2] == (h, w) and im.ndim == (2 if c == 1 else 3):
+        arr = im
+    else:
+        im = convert_mode(Image.fromarray(im) if isinstance(im, np.ndarray) else im, info.color_mode)
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.BILINEAR)  # Pillow's resize filters antialias when shrinking
+        arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def file_to_uint8(source: str | Path | BinaryIO, info: ModelInfo, draft: tuple[int, int] | None = None,
+                  strict_size: bool = False, fast_jpeg: bool = True) -> np.ndarray:
+    """An image file -> uint8 [C, H, W]: JPEGs through libjpeg-turbo directly where that gives
+    Pillow's pixels (jpeg.py), everything else through load_image. Raises ImageError."""
+    if fast_jpeg and jpeg.available():
+        try:
+            if hasattr(source, "read"):
+                data = source.read()
+            else:
+                with open(source, "rb") as fh:
+                    data = fh.read()
+        except OSError:  # unreadable: load_image words the error as for any other file
+            pass
+        else:
+            pixels = jpeg.decode(data, info.color_mode, draft)
+            if pixels is not None:
+                return image_to_uint8(pixels, info)
+            source = io.BytesIO(data)  # Pillow decodes the bytes already read
+    return image_to_uint8(load_image(str(source) if isinstance(source, Path) else source, strict_size, draft), info)
 
 
 def normalize(batch: np.ndarray, info: ModelInfo) -> np.ndarray:

@@ -23,7 +23,7 @@ from edgecls.errors import EdgeclsError
 from edgecls.runtime.classifier import Classifier, softmax
 from edgecls.runtime.infer import UsageError, collect_files
 from edgecls.runtime.parallel import available_cpus
-from edgecls.runtime.preprocess import ImageError, image_to_uint8, load_image
+from edgecls.runtime.preprocess import ImageError
 
 RAY_MISSING = ("--engine ray needs the ray extra (Ray Data); install it with pip install 'edgecls[ray]' "
                "(in a checkout: pip install -e '.[ray]')")
@@ -41,7 +41,7 @@ class Predictor:
         arrays, errors = [], []
         for data in batch["bytes"]:
             try:
-                arrays.append(image_to_uint8(load_image(io.BytesIO(data), draft=c.draft_size), c.info))
+                arrays.append(c.to_uint8(io.BytesIO(data)))
                 errors.append(None)
             except ImageError as exc:
                 arrays.append(None)
