@@ -21,7 +21,7 @@ except ImportError:  # no wheel for this platform: Pillow decodes everything, as
 
 # The model's colour mode -> JPEG colour spaces libjpeg turns into it exactly as Pillow's path does.
 _SPACES = {"RGB": ("YCbCr", "RGB", "Gray"), "L": ("Gray",)}
-_SOI = b"\xff\xd8\xff"
+SOI = b"\xff\xd8\xff"  # every JPEG starts so
 
 
 def available() -> bool:
@@ -39,7 +39,7 @@ def draft_scale(width: int, height: int, draft: tuple[int, int] | None) -> int:
 
 def decode(data: bytes, mode: str, draft: tuple[int, int] | None = None) -> np.ndarray | None:
     """uint8 H x W (mode "L") or H x W x 3 ("RGB"), or None where Pillow must decode the file."""
-    if simplejpeg is None or data[:3] != _SOI or mode not in _SPACES:
+    if simplejpeg is None or data[:3] != SOI or mode not in _SPACES:
         return None
     try:
         height, width, space, _ = simplejpeg.decode_jpeg_header(data)

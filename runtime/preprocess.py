@@ -95,15 +95,17 @@ def file_to_uint8(source: str | Path | BinaryIO, info: ModelInfo, draft: tuple[i
             if hasattr(source, "read"):
                 data = source.read()
             else:
-                with open(source, "rb") as fh:
-                    data = fh.read()
+                with open(source, "rb") as fh:  # only a JPEG is read whole here: a folder may hold videos
+                    data = fh.read(len(jpeg.SOI))
+                    data += fh.read() if data == jpeg.SOI else b""
         except OSError:  # unreadable: load_image words the error as for any other file
             pass
         else:
             pixels = jpeg.decode(data, info.color_mode, draft)
             if pixels is not None:
                 return image_to_uint8(pixels, info)
-            source = io.BytesIO(data)  # Pillow decodes the bytes already read
+            if hasattr(source, "read"):
+                source = io.BytesIO(data)  # Pillow decodes the bytes already read
     return image_to_uint8(load_image(str(source) if isinstance(source, Path) else source, strict_size, draft), info)
 
 

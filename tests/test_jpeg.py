@@ -105,3 +105,19 @@ def test_pillows_pixel_limit_still_applies(monkeypatch, infos):
     assert jpeg.decode(data, "RGB") is None
     with pytest.raises(ImageError, match="decompression bomb"):
         file_to_uint8(io.BytesIO(data), infos["cnn"])
+
+
+def test_a_big_file_that_is_no_jpeg_is_not_read_whole(tmp_path, infos):
+    import tracemalloc
+
+    video = tmp_path / "clip.jpg"  # a folder may hold anything under any name
+    with open(video, "wb") as fh:
+        fh.truncate(64 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match="not an image"):
+            file_to_uint8(video, infos["cnn"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak / 2**20:.1f} MiB held for a 64 MiB file that is no image"
