@@ -33,7 +33,7 @@ from edgecls.bench import cpu_name
 from edgecls.errors import EdgeclsError
 from edgecls.evaluate import evaluate
 from edgecls.export import export_model
-from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
+from edgecls.fileio import atomic_path, ensure_writable_dir, write_json, write_report
 from edgecls.locations import MODEL_CARD, shipped_root
 from edgecls.registry import all_specs, get_spec, model_names
 from edgecls.train import TrainConfig, train
@@ -194,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row.update(measured=meta["created"], command=meta["command"])
     table = merge_rows(out / "accuracy.json", rows)
-    write_json(out / "accuracy.json", {**meta, "rows": table})
-    with atomic_path(out / "accuracy.md") as tmp:
-        tmp.write_text(markdown(table, meta))
+    write_report(out, "accuracy", markdown(table, meta), {**meta, "rows": table})
     print(markdown(table, meta))
     if args.ship:
         dest_root = Path(args.ship_to) if args.ship_to else shipped_root()

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecls.errors import EdgeclsError
     from edgecls.export.ort_format import ORT_FILE, write_ort
     from edgecls.export.precision import make_variant
-    from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
+    from edgecls.fileio import ensure_writable_dir, write_report
     from edgecls.registry import get_spec
     from edgecls.serve.server import shipped_names
 
@@ -230,9 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {fmt} | {r['status']} | | | | |")
         lines.append("")
     print("\n".join(lines))
-    with atomic_path(out_dir / "formats.md") as tmp_md:
-        tmp_md.write_text("\n".join(lines))
-    write_json(out_dir / "formats.json", result)
+    write_report(out_dir, "formats", "\n".join(lines), result)
     return 0
 
 

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgecls.bench import cpu_name
     from edgecls.data import evenly_spaced, load_split
     from edgecls.errors import EdgeclsError
-    from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
+    from edgecls.fileio import ensure_writable_dir, write_report
 
     try:
         if args.files < 1000 or args.cifar < 1:
@@ -138,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
              f"| `--engine ray` (local Ray) | {e['ray_seconds']:.1f} s | {e['ray_vs_plain']:.2f}x |", "",
              f"plain: {e['plain']}", "", f"ray: {e['ray']}"]
     print("\n".join(lines))
-    with atomic_path(out_dir / "infer_scale.md") as tmp_md:
-        tmp_md.write_text("\n".join(lines) + "\n")
-    write_json(out_dir / "infer_scale.json", result)
+    write_report(out_dir, "infer_scale", "\n".join(lines) + "\n", result)
     return 0
 
 

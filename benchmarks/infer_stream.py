@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
+from edgecls.fileio import ensure_writable_dir, write_report
 from edgecls.locations import shipped_onnx
 from edgecls.runtime import Classifier
 from edgecls.runtime.infer import classify_files, default_workers
@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| 4000x3000 photos, libjpeg-turbo + draft inline (no workers) | {p['images']:,} | {p['earlier_img_s']:,.1f} "
         f"| {p['fast_inline_img_s']:,.1f} | {p['fast_inline_speedup']:.1f}x | |", "",
         f"Photos run in batches of {PHOTO_BATCH}, the CIFAR-10 JPEGs in batches of 64.", ""])
-    write_json(out / "infer_stream.json", result)
-    with atomic_path(out / "infer_stream.md") as tmp_md:
-        tmp_md.write_text(text)
+    write_report(out, "infer_stream", text, result)
     print(text)
     return 0
 

@@ -29,7 +29,7 @@ import onnxruntime as ort
 
 from edgecls.bench import cpu_flags, cpu_name
 from edgecls.errors import EdgeclsError
-from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
+from edgecls.fileio import ensure_writable_dir, write_report
 from edgecls.locations import find_onnx
 from edgecls.registry import get_spec
 from edgecls.runtime.metadata import INPUT_NAME
@@ -133,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| `{row['model']}` | {row['batch']} | " + " | ".join(
             f"{v[k]['ms']:.3f} ms" if i == 0 else f"{v[k]['speed_vs_baseline']:.2f}x" for i, k in enumerate(labels))
             + f" | {max(x['max_abs_diff'] for x in v.values()):.1e} |")
-    write_json(out / "ort_settings.json", {**meta, "rows": rows})
-    with atomic_path(out / "ort_settings.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_report(out, "ort_settings", "\n".join(lines) + "\n", {**meta, "rows": rows})
     print("\n".join(lines))
     return 0
 

@@ -40,7 +40,7 @@ from tritonclient.http.aio import InferenceServerClient
 from edgecls import __version__
 from edgecls.bench import cpu_name
 from edgecls.errors import EdgeclsError
-from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
+from edgecls.fileio import ensure_writable_dir, write_report
 from edgecls.locations import find_onnx
 from edgecls.registry import get_spec
 from edgecls.runtime import Classifier
@@ -335,10 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_name(), "client": args.client, "threads": args.threads, "max_batch": args.max_batch, "max_delay_ms": args.max_delay_ms,
             "edgecls_version": __version__}
     stem = "serve" if args.client == "raw" else f"serve-{args.client}"
-    write_json(out / f"{stem}.json", {**meta, "rows": rows, "summary": summary})
     text = markdown(rows, summary, meta)
-    with atomic_path(out / f"{stem}.md") as tmp:
-        tmp.write_text(text)
+    write_report(out, stem, text, {**meta, "rows": rows, "summary": summary})
     print(text)
     bad = sum(r["lost"] + r["wrong"] for r in rows)
     if bad:

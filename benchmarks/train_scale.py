@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from edgecls.bench import cpu_name
     from edgecls.errors import EdgeclsError
-    from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
+    from edgecls.fileio import ensure_writable_dir, write_report
     from edgecls.registry import get_spec
 
     try:
@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{base / single:.2f}x from its second thread, and DDP reaches {100 * ddp / ceiling:.0f} % of the ceiling")
     lines += ["", f"Aim: torchrun >= {AIM}x one process: **{ddp / base:.2f}x**, {verdict}."]
     print(lines[-1])
-    with atomic_path(out_dir / "train_scale.md") as tmp_md:
-        tmp_md.write_text("\n".join(lines) + "\n")
-    write_json(out_dir / "train_scale.json", result)
+    write_report(out_dir, "train_scale", "\n".join(lines) + "\n", result)
     return 0
 
 

@@ -49,3 +49,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 def write_json(target: str | os.PathLike, data) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_report(folder: str | os.PathLike, stem: str, markdown: str, data) -> None:
+    """A benchmark's results: <folder>/<stem>.json (the figures) and <stem>.md (its table), each
+    replaced in one rename."""
+    write_json(Path(folder) / f"{stem}.json", data)
+    with atomic_path(Path(folder) / f"{stem}.md") as tmp:
+        tmp.write_text(markdown)

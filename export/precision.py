@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 import tempfile
@@ -58,8 +59,7 @@ INT8_RECIPES = (Int8Recipe("minmax-reduce-range", reduce_range=True),
                 Int8Recipe("percentile", method="Percentile"))
 
 
-def test_accuracy(path: Path, images: np.ndarray, labels: np.ndarray, batch: int = 256) -> float:
-    classifier = Classifier(path, "cpu")
+def test_accuracy(classifier: Classifier, images: np.ndarray, labels: np.ndarray, batch: int = 256) -> float:
     preds = np.concatenate([classifier.run(images[i:i + batch]).argmax(1) for i in range(0, len(images), batch)])
     return float(100 * np.mean(preds == labels))
 
@@ -138,7 +138,7 @@ def make_variant(name: str, precision: str, source: Path, out_dir: Path, data_di
     ensure_writable_dir(out_dir)
     test = load_for_spec(spec, "test", data_dir, download=False)
     images, labels = normalize(test.images(), spec.preprocess).numpy(), test.labels.numpy()
-    base = test_accuracy(source, images, labels)
+    base = test_accuracy(fp32, images, labels)
     echo(f"{name} fp32: {base:.2f} % on the {len(labels):,} test images ({source})")
     target = out_dir / f"model.{precision}.onnx"
     tried = []
@@ -154,7 +154,7 @@ def make_variant(name: str, precision: str, source: Path, out_dir: Path, data_di
                 _fp16(source, tmp) if recipe is None else _int8(source, tmp, recipe, cal, fp32.session.get_inputs()[0].name)
                 _stamp(source, tmp, precision, method)
                 _loads_safely(tmp)
-                acc = test_accuracy(tmp, images, labels)
+                acc = test_accuracy(Classifier(tmp, "cpu"), images, labels)
                 tried.append({"recipe": label, "method": method, "accuracy_pct": acc, "drop_points": base - acc,
                               "passed": base - acc <= GATE_POINTS})
                 echo(f"  {label}: {acc:.2f} % ({acc - base:+.2f} points against fp32)"
@@ -176,8 +176,6 @@ def make_variant(name: str, precision: str, source: Path, out_dir: Path, data_di
     reports = out_dir / "precision.json"
     existing = {}
     if reports.is_file():
-        import json
-
         try:
             existing = json.loads(reports.read_text())
         except ValueError:
