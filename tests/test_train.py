@@ -194,6 +194,9 @@ def test_select_keeps_the_epoch_its_metric_names(cli, tmp_path):
     assert by_acc["hparams"]["select"] == "val_acc" and by_acc["val_accuracy"] == max(h["val_acc"] for h in hist)
     assert_one_line_error(cli("train", "--model", "rnn", "--resume", "--epochs", "5", "--select", "val_loss",
                               "--artifacts", tmp_path / "val_acc"), "cannot change --select")
+    assert_one_line_error(cli("train", "--model", "rnn", "--epochs", "1", "--select", "accuracy",
+                              "--artifacts", tmp_path / "bad"), "--select", "val_loss")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_is_better_breaks_accuracy_ties_by_loss():
