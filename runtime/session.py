@@ -14,6 +14,10 @@ import onnxruntime as ort
 from edgecls.errors import EdgeclsError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# ORT's CUDA provider computes fp32 MatMul/Gemm/Conv in TF32 (10-bit mantissa) on Ampere and newer GPUs
+# by default: on an H100 that moved gru's logits 0.016 from eager PyTorch and failed `evaluate`'s parity
+# bar. These models are far too small to gain from it; the fp16 file (`edgecls quantize`) is the fast one.
+CUDA_OPTIONS = {"use_tf32": "0"}
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -91,7 +95,7 @@ def create_session(path: str, provider: str = "auto", threads: int | None = None
             _preload_cuda_libraries()
             with _captured_stderr() as log:
                 try:
-                    session = ort.InferenceSession(path, opts, providers=[PROVIDERS["cuda"], PROVIDERS["cpu"]])
+                    session = ort.InferenceSession(path, opts, providers=[(PROVIDERS["cuda"], CUDA_OPTIONS), PROVIDERS["cpu"]])
                 except Exception as exc:
                     raise _load_error(path, exc) from None
             if session.get_providers()[0] == PROVIDERS["cuda"]:
