@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cores = len(os.sched_getaffinity(0))
-    common = ["--model", args.model, "--epochs", str(args.epochs), "--limit", str(args.limit)]
+    # A CPU benchmark: on a GPU machine --device auto would put every rank on a GPU (or refuse 2 ranks on 1).
+    common = ["--model", args.model, "--epochs", str(args.epochs), "--limit", str(args.limit), "--device", "cpu"]
     if args.data_dir:
         common += ["--data-dir", args.data_dir]
     train = [sys.executable, "-m", "edgecls", "train", *common]
