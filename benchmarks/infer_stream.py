@@ -9,6 +9,8 @@ decode), in one run on one machine:
 2. --photos CIFAR-10 test images upscaled to 4000x3000 JPEG photos (made in a temporary folder):
    the fast path (libjpeg-turbo + reduced-scale decoding + workers) against the earlier path (Pillow,
    inline, full decode), and top-1 accuracy of both against the true labels.
+3. `--workers auto` (infer's default) against no workers and --workers N, on those two inputs and on
+   two small folders: 1,000 JPEGs of 32-256 px and 300 of 512-1024 px (CIFAR-10 images resized).
 Writes infer_stream.md and .json to --out (default benchmarks/results).
 """
 
@@ -35,10 +37,31 @@ PHOTO_BATCH = 16
 # as in the edgecls command, whose main module is light.
 
 
-def timed(classifier: Classifier, files: list[Path], workers: int, batch: int = 64) -> tuple[float, list]:
+def timed(classifier: Classifier, files: list[Path], workers: int | None, batch: int = 64,
+          choice: list | None = None) -> tuple[float, list]:
     t0 = time.perf_counter()
-    preds = classify_files(classifier, files, batch, 1, workers=workers, warn=lambda m: None)
+    preds = classify_files(classifier, files, batch, 1, workers=workers, warn=lambda m: None,
+                           on_choice=(choice if choice is not None else []).append)
     return time.perf_counter() - t0, preds
+
+
+def resized(sources: list[str], folder: Path, sizes: list[int]) -> list[Path]:
+    folder.mkdir()
+    files = [folder / f"{i:05d}.jpg" for i in range(len(sizes))]
+    for src, size, f in zip(sources, sizes, files):
+        Image.open(src).convert("RGB").resize((size, size), Image.BILINEAR).save(f, quality=90)
+    return files
+
+
+def auto_row(name: str, classifier: Classifier, files: list[Path], workers: int, batch: int = 64,
+             known: tuple[float, float] | None = None) -> dict:
+    """img/s with --workers auto, 0 and `workers`; `known`: the seconds of the last two, already measured."""
+    choice: list = []
+    auto_s, _ = timed(classifier, files, None, batch, choice)
+    none_s, pool_s = known or (timed(classifier, files, 0, batch)[0], timed(classifier, files, workers, batch)[0])
+    return {"input": name, "images": len(files), "batch_size": batch, "auto_img_s": len(files) / auto_s,
+            "auto_choice": choice[-1] if choice else "decoding in the main process",
+            "inline_img_s": len(files) / none_s, "workers_img_s": len(files) / pool_s}
 
 
 def accuracy(preds, labels, names) -> float:
@@ -106,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
                             "fast_inline_img_s": len(photos) / inline_fast_s, "fast_inline_speedup": old_s / inline_fast_s,
                             "accuracy_full_decode_pct": accuracy(old, plabels, names),
                             "accuracy_fast_pct": accuracy(new, plabels, names), "top1_agreement_pct": agree}
+        rng = np.random.default_rng(0)
+        srcs = [test.files[i] for i in evenly_spaced(len(test), 1000).tolist()]
+        small = resized(srcs, Path(tmp) / "small", rng.integers(32, 257, 1000).tolist())
+        mid = resized(srcs[:300], Path(tmp) / "mid", rng.integers(512, 1025, 300).tolist())
+        result["auto"] = [
+            auto_row("CIFAR-10 test JPEGs (32x32)", fast, files, args.workers, known=(turbo_s, pool_s)),
+            auto_row("JPEGs of 32-256 px", fast, small, args.workers),
+            auto_row("JPEGs of 512-1024 px", fast, mid, args.workers),
+            auto_row("4000x3000 photos", fast, photos, args.workers, PHOTO_BATCH, known=(inline_fast_s, new_s))]
     c, p = result["cifar"], result["photos"]
     text = "\n".join([
         f"Streaming infer, {result['created']}: `{result['command']}`; {result['cpu']}, cnn, "
@@ -123,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         f"decode, {p['accuracy_fast_pct']:.2f} % fast; top-1 agreement {p['top1_agreement_pct']:.1f} % |",
         f"| 4000x3000 photos, libjpeg-turbo + draft inline (no workers) | {p['images']:,} | {p['earlier_img_s']:,.1f} "
         f"| {p['fast_inline_img_s']:,.1f} | {p['fast_inline_speedup']:.1f}x | |", "",
-        f"Photos run in batches of {PHOTO_BATCH}, the CIFAR-10 JPEGs in batches of 64.", ""])
+        f"Photos run in batches of {PHOTO_BATCH}, the CIFAR-10 JPEGs in batches of 64.", "",
+        f"`--workers auto` (the default) against no workers and {args.workers} workers, img/s:", "",
+        "| input | images | batch | auto | auto chose | no workers | workers |", "| --- | --- | --- | --- | --- | --- | --- |",
+        *[f"| {r['input']} | {r['images']:,} | {r['batch_size']} | {r['auto_img_s']:,.0f} | {r['auto_choice']} "
+          f"| {r['inline_img_s']:,.0f} | {r['workers_img_s']:,.0f} |" for r in result["auto"]], ""])
     write_report(out, "infer_stream", text, result)
     print(text)
     return 0

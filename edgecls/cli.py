@@ -202,9 +202,10 @@ provider_option = click.option("--provider", type=click.Choice(["auto", "cpu", "
               help="Write the results here instead of stdout: they stream into FILE.partial, renamed to FILE when "
                    "every file is done.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted --output FILE (its FILE.partial; csv or jsonl).")
-@click.option("--workers", type=int, default=None,
-              help="Processes decoding images ahead of the model [min(4, cores)]; 0 (or a small folder) decodes in the "
-                   "main process.")
+@click.option("--workers", default=None, metavar="N|auto", callback=lambda ctx, param, value: _workers(value),
+              help="Processes decoding images ahead of the model; 0 decodes in the main process [auto: "
+                   "min(4, cores) processes when the first batch took over 1 ms per image and the rest would take "
+                   "over 1 s to decode (big photos), else none]. A folder under 4 batches decodes in the main process.")
 @click.option("--draft/--no-draft", default=True, show_default=True,
               help="Decode JPEGs much larger than the model's input at 1/2, 1/4 or 1/8 scale (libjpeg), then resize.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads [one per core].")
@@ -246,6 +247,16 @@ def infer_cmd(paths, model, onnx_file, provider, batch_size, top_k, fmt, output,
     except EdgeclsError as exc:
         raise NothingRun(str(exc)) from None
     sys.exit(code)
+
+
+def _workers(value: str | None) -> int | None:
+    """--workers: a count, or auto (None: infer decides after timing its first batch)."""
+    if value is None or value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number nor auto") from None
 
 
 def _infer_ray(paths, onnx_file, provider, batch_size, top_k, fmt, output, resume, workers, threads, actors,

@@ -56,17 +56,31 @@ def collect_files(paths: list[str]) -> list[Path]:
 
 PREFETCH = 2  # batches decoded ahead of the one ONNX Runtime is running
 POOL_MIN_BATCHES = 4  # fewer batches than this decode inline: starting worker processes costs ~0.5 s
+# --workers auto: the pool must have enough decoding to take over. Below about 1 ms per image (CIFAR-size
+# JPEGs: 0.1 ms) handing files and pixels between processes costs what decoding saves, and under about 1 s
+# of decoding in all the pool's start-up does (README "Streaming infer": measured on both sides).
+AUTO_MIN_IMAGE_S = 1e-3
+AUTO_MIN_DECODE_S = 1.0
 
 
 def default_workers() -> int:
     return min(4, available_cpus())
 
 
-def stream_predictions(classifier: Classifier, files: list[Path], batch_size: int, top_k: int, workers: int = 0,
-                       warn=lambda msg: print(msg, file=sys.stderr)) -> Iterator[list[Prediction]]:
+def pool_pays(decode_s_per_image: float, remaining: int, cpus: int | None = None) -> bool:
+    """--workers auto: would decode workers beat decoding in this thread for `remaining` more files?"""
+    return ((cpus or available_cpus()) >= 2 and decode_s_per_image >= AUTO_MIN_IMAGE_S
+            and decode_s_per_image * remaining >= AUTO_MIN_DECODE_S)
+
+
+def stream_predictions(classifier: Classifier, files: list[Path], batch_size: int, top_k: int,
+                       workers: int | None = 0, warn=lambda msg: print(msg, file=sys.stderr),
+                       on_choice=lambda text: None) -> Iterator[list[Prediction]]:
     """Predictions batch by batch, in input order. With `workers` > 0 (and enough files), that many
-    processes decode up to PREFETCH batches ahead while ONNX Runtime runs the current one; otherwise
-    this thread decodes. At most PREFETCH + 1 batches of pixels are held, whatever the number of files."""
+    processes decode up to PREFETCH batches ahead while ONNX Runtime runs the current one; with 0 this
+    thread decodes. None (auto) times this thread decoding the first batch, then starts
+    default_workers() processes only if `pool_pays`; `on_choice` hears which, and why. At most
+    PREFETCH + 1 batches of pixels are held, whatever the number of files."""
     chunks = (files[i:i + batch_size] for i in range(0, len(files), batch_size))
 
     def predict(chunk: list[Path], decoded: list) -> list[Prediction]:
@@ -84,11 +98,36 @@ def stream_predictions(classifier: Classifier, files: list[Path], batch_size: in
                 pred.top = top
         return preds
 
-    if workers < 1 or len(files) < POOL_MIN_BATCHES * batch_size:
-        for chunk in chunks:
-            yield predict(chunk, decode_batch(classifier.info, classifier.draft_size, [str(f) for f in chunk],
-                                              classifier.fast_jpeg))
+    def decode(chunk: list[Path]) -> list:
+        return decode_batch(classifier.info, classifier.draft_size, [str(f) for f in chunk], classifier.fast_jpeg)
+
+    if workers is None:
+        first = next(chunks, None)
+        if first is None:
+            return
+        t0 = time.perf_counter()
+        decoded = decode(first)
+        per_image = (time.perf_counter() - t0) / len(first)
+        yield predict(first, decoded)
+        remaining = len(files) - len(first)
+        workers = default_workers() if pool_pays(per_image, remaining) else 0
+        on_choice(f"{workers} decode worker processes" if workers else "decoding in the main process")
+        if workers:
+            yield from _pooled(classifier, chunks, workers, predict)
+            return
+    elif workers < 1 or len(files) < POOL_MIN_BATCHES * batch_size:
+        workers = 0
+    else:
+        on_choice(f"{workers} decode worker processes")
+        yield from _pooled(classifier, chunks, workers, predict)
         return
+    for chunk in chunks:
+        yield predict(chunk, decode(chunk))
+
+
+def _pooled(classifier: Classifier, chunks: Iterator[list[Path]], workers: int, predict
+            ) -> Iterator[list[Prediction]]:
+    """Decode on `workers` processes, PREFETCH batches ahead, predicting in input order here."""
     with process_pool(workers) as pool:
         pending: collections.deque = collections.deque()
         for chunk in chunks:
@@ -103,9 +142,11 @@ def stream_predictions(classifier: Classifier, files: list[Path], batch_size: in
 
 
 def classify_files(classifier: Classifier, files: list[Path], batch_size: int, top_k: int,
-                   warn=lambda msg: print(msg, file=sys.stderr), workers: int = 0) -> list[Prediction]:
+                   warn=lambda msg: print(msg, file=sys.stderr), workers: int | None = 0,
+                   on_choice=lambda text: None) -> list[Prediction]:
     """Every prediction in a list (for callers that want them all at once, such as the bench)."""
-    return [p for batch in stream_predictions(classifier, files, batch_size, top_k, workers, warn) for p in batch]
+    return [p for batch in stream_predictions(classifier, files, batch_size, top_k, workers, warn, on_choice)
+            for p in batch]
 
 
 class Writer:
@@ -191,12 +232,11 @@ def infer(paths: list[str], onnx_path: str, provider: str = "auto", batch_size: 
     With --output the results stream into FILE.partial, which is renamed to FILE once complete: an
     interrupted run never replaces a finished file, and --resume continues the .partial."""
     out, err = out or sys.stdout, err or sys.stderr
-    workers = default_workers() if workers is None else workers
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1 (got {top_k})")
-    if workers < 0:
+    if workers is not None and workers < 0:
         raise UsageError(f"--workers must be 0 (decode in the main thread) or more (got {workers})")
     if output and not Path(output).parent.is_dir():
         raise UsageError(f"--output {output}: folder {Path(output).parent} does not exist")
@@ -224,13 +264,14 @@ def infer(paths: list[str], onnx_path: str, provider: str = "auto", batch_size: 
     writer = Writer(stream, fmt, top_k, width=max([len(str(f)) for f in files] + [4]))
     t0 = time.perf_counter()
     count = skipped = 0
+    decoding = ["decoding in the main process"]  # what stream_predictions chose
     bar = tqdm(total=len(files), initial=done, unit="img", file=err, desc="classifying",
                disable=None if len(files) >= 200 else True)
     try:
         if not resume:
             writer.start()
         for batch in stream_predictions(classifier, files[done:], batch_size, top_k, workers,
-                                        warn=lambda m: print(m, file=err)):
+                                        warn=lambda m: print(m, file=err), on_choice=lambda t: decoding.append(t)):
             writer.write(batch)
             count += len(batch)
             skipped += sum(1 for r in batch if r.error)
@@ -245,6 +286,7 @@ def infer(paths: list[str], onnx_path: str, provider: str = "auto", batch_size: 
     seconds = time.perf_counter() - t0
     ok = count - skipped
     print(f"classified {ok} of {count} files ({skipped} skipped) in {seconds:.2f} s, "
-          f"{ok / seconds if seconds else 0:.0f} img/s, provider {classifier.providers[0]}, model {onnx_path}"
+          f"{ok / seconds if seconds else 0:.0f} img/s, {decoding[-1]}, provider {classifier.providers[0]}, "
+          f"model {onnx_path}"
           + (f"; {done} done before resuming" if resume else ""), file=err)
     return 1 if skipped or failed_before else 0
