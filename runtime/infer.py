@@ -79,7 +79,7 @@ def stream_predictions(classifier: Classifier, files: list[Path], batch_size: in
     """Predictions batch by batch, in input order. With `workers` > 0 (and enough files), that many
     processes decode up to PREFETCH batches ahead while ONNX Runtime runs the current one; with 0 this
     thread decodes. None (auto) times this thread decoding the first batch, then starts
-    default_workers() processes only if `pool_pays`; `on_choice` hears which, and why. At most
+    default_workers() processes only if `pool_pays`; `on_choice` hears which. At most
     PREFETCH + 1 batches of pixels are held, whatever the number of files."""
     chunks = (files[i:i + batch_size] for i in range(0, len(files), batch_size))
 
@@ -115,9 +115,7 @@ def stream_predictions(classifier: Classifier, files: list[Path], batch_size: in
         if workers:
             yield from _pooled(classifier, chunks, workers, predict)
             return
-    elif workers < 1 or len(files) < POOL_MIN_BATCHES * batch_size:
-        workers = 0
-    else:
+    elif workers >= 1 and len(files) >= POOL_MIN_BATCHES * batch_size:
         on_choice(f"{workers} decode worker processes")
         yield from _pooled(classifier, chunks, workers, predict)
         return

@@ -16,7 +16,7 @@ from edgecls.errors import EdgeclsError
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # ORT's CUDA provider computes fp32 MatMul/Gemm/Conv in TF32 (10-bit mantissa) on Ampere and newer GPUs
 # by default: on an H100 that moved gru's logits 0.016 from eager PyTorch and failed `evaluate`'s parity
-# bar. These models are far too small to gain from it; the fp16 file (`edgecls quantize`) is the fast one.
+# bar. fp32 must answer like the model that was trained; reduced precision is the fp16 file's job.
 CUDA_OPTIONS = {"use_tf32": "0"}
 
 
