@@ -29,7 +29,7 @@ from PIL import Image
 from edgecls.fileio import ensure_writable_dir, write_report
 from edgecls.locations import shipped_onnx
 from edgecls.runtime import Classifier
-from edgecls.runtime.infer import classify_files, default_workers
+from edgecls.runtime.infer import classify_files, decoding_text, default_workers
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO_BATCH = 16
@@ -60,7 +60,7 @@ def auto_row(name: str, classifier: Classifier, files: list[Path], workers: int,
     auto_s, _ = timed(classifier, files, None, batch, choice)
     none_s, pool_s = known or (timed(classifier, files, 0, batch)[0], timed(classifier, files, workers, batch)[0])
     return {"input": name, "images": len(files), "batch_size": batch, "auto_img_s": len(files) / auto_s,
-            "auto_choice": choice[-1] if choice else "decoding in the main process",
+            "auto_choice": decoding_text(choice[-1]),
             "inline_img_s": len(files) / none_s, "workers_img_s": len(files) / pool_s}
 
 

@@ -267,7 +267,7 @@ def bench_end_to_end(pair: Pair, test, idx: torch.Tensor, batch_size: int, echo:
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    from .runtime.infer import classify_files, default_workers
+    from .runtime.infer import classify_files, decoding_text, default_workers
 
     files = [Path(test.files[i]) for i in idx.tolist()]
     labels = test.labels[idx].numpy()
@@ -276,10 +276,11 @@ def bench_end_to_end(pair: Pair, test, idx: torch.Tensor, batch_size: int, echo:
 
     workers = default_workers()
     classify_files(classifier, files[:batch_size], batch_size, 1, workers=0)  # warm-up
-    choice = ["decoding in the main process"]
+    chosen = [0]
     t0 = time.perf_counter()  # what `edgecls infer` does by default: --workers auto
-    preds = classify_files(classifier, files, batch_size, 1, workers=None, on_choice=choice.append)
+    preds = classify_files(classifier, files, batch_size, 1, workers=None, on_choice=chosen.append)
     ours_s = time.perf_counter() - t0
+    choice = decoding_text(chosen[-1])
     t0 = time.perf_counter()
     pooled = classify_files(classifier, files, batch_size, 1, workers=workers)
     pool_s = time.perf_counter() - t0
@@ -310,7 +311,7 @@ def bench_end_to_end(pair: Pair, test, idx: torch.Tensor, batch_size: int, echo:
     result = {
         "images": len(files), "folder": str(folder), "batch_size": batch_size,
         "edgecls_infer": {"seconds": ours_s, "images_per_s": len(files) / ours_s, "accuracy_pct": ours_acc,
-                          "provider": classifier.providers[0], "decoding": choice[-1],
+                          "provider": classifier.providers[0], "decoding": choice,
                           "pool_workers": workers, "pool_images_per_s": len(files) / pool_s,
                           "inline_decode_images_per_s": len(files) / inline_s},
         "pytorch_baseline": {"seconds": base_s, "images_per_s": len(files) / base_s,
@@ -334,7 +335,7 @@ def bench_end_to_end(pair: Pair, test, idx: torch.Tensor, batch_size: int, echo:
     decode_ms = 1000 * max(0.0, inline_s - model_s) / len(files)  # one thread's decode + preprocess time
     result["edgecls_infer"].update(model_seconds=model_s, decode_preprocess_ms_per_image=decode_ms)
     echo(f"end to end, {len(files)} CIFAR-10 test JPEGs (decode + preprocess + model, batch {batch_size}): "
-         f"edgecls infer {result['edgecls_infer']['images_per_s']:.0f} img/s ({choice[-1]}, by --workers auto; "
+         f"edgecls infer {result['edgecls_infer']['images_per_s']:.0f} img/s ({choice}, by --workers auto; "
          f"{len(files) / pool_s:.0f} img/s with {workers} decode workers, {len(files) / inline_s:.0f} inline), "
          f"PyTorch ImageFolder+DataLoader "
          f"{result['pytorch_baseline']['images_per_s']:.0f} img/s, {result['speedup']:.2f}x (with num_workers=2: "
@@ -343,7 +344,7 @@ def bench_end_to_end(pair: Pair, test, idx: torch.Tensor, batch_size: int, echo:
         result["bound"] = (f"end to end: {result['speedup']:.2f}x of the {AIM_END_TO_END:g}x aim. Decoding and "
                            f"preprocessing take {decode_ms:.3f} ms per image on one thread "
                            f"({100 * (inline_s - model_s) / inline_s:.0f} % of the inline path's time); {available_cpus()} "
-                           f"cores share them with the model ({choice[-1]}). "
+                           f"cores share them with the model ({choice}). "
                            f"{AIM_END_TO_END:g}x needs {AIM_END_TO_END * result['pytorch_baseline']['images_per_s']:.0f} "
                            "img/s.")
         echo(result["bound"])

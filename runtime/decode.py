@@ -3,8 +3,9 @@
 Measured on 2 cores with the 10,000 CIFAR-10 test JPEGs (README): with Pillow, decoding a 32x32 JPEG
 was mostly Python-level work under the GIL, so worker threads were slower than decoding inline
 (0.94x), while worker processes gave 1.46x (2 processes) and 1.70x (3). With libjpeg-turbo called
-directly (jpeg.py) such files decode as fast inline as in 2 workers or faster; 4000x3000 photos gain
-1.47x from 2 workers on top of reduced-scale decoding. Each task decodes a whole batch, so there is one hand-over per batch.
+directly (jpeg.py) such files decode as fast inline as in 2 workers or faster, while 4000x3000 photos
+gain about 1.5x from 2 workers on top of reduced-scale decoding: hence infer's --workers auto. Each task
+decodes a whole batch, so there is one hand-over per batch.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import functools
 import io
 import json
 import os
@@ -73,13 +74,18 @@ def pool_pays(decode_s_per_image: float, remaining: int, cpus: int | None = None
             and decode_s_per_image * remaining >= AUTO_MIN_DECODE_S)
 
 
+def decoding_text(workers: int) -> str:
+    """How files were decoded, as infer's summary line says it."""
+    return f"{workers} decode worker processes" if workers else "decoding in the main process"
+
+
 def stream_predictions(classifier: Classifier, files: list[Path], batch_size: int, top_k: int,
                        workers: int | None = 0, warn=lambda msg: print(msg, file=sys.stderr),
-                       on_choice=lambda text: None) -> Iterator[list[Prediction]]:
+                       on_choice=lambda workers: None) -> Iterator[list[Prediction]]:
     """Predictions batch by batch, in input order. With `workers` > 0 (and enough files), that many
     processes decode up to PREFETCH batches ahead while ONNX Runtime runs the current one; with 0 this
     thread decodes. None (auto) times this thread decoding the first batch, then starts
-    default_workers() processes only if `pool_pays`; `on_choice` hears which. At most
+    default_workers() processes only if `pool_pays`; `on_choice` hears the worker count used (0: none). At most
     PREFETCH + 1 batches of pixels are held, whatever the number of files."""
     chunks = (files[i:i + batch_size] for i in range(0, len(files), batch_size))
 
@@ -98,39 +104,35 @@ def stream_predictions(classifier: Classifier, files: list[Path], batch_size: in
                 pred.top = top
         return preds
 
-    def decode(chunk: list[Path]) -> list:
-        return decode_batch(classifier.info, classifier.draft_size, [str(f) for f in chunk], classifier.fast_jpeg)
+    # one picklable job, run here or in a worker process: list of paths -> decoded images or reasons
+    job = functools.partial(decode_batch, classifier.info, classifier.draft_size, fast_jpeg=classifier.fast_jpeg)
 
     if workers is None:
         first = next(chunks, None)
         if first is None:
             return
         t0 = time.perf_counter()
-        decoded = decode(first)
+        decoded = job([str(f) for f in first])
         per_image = (time.perf_counter() - t0) / len(first)
         yield predict(first, decoded)
         remaining = len(files) - len(first)
         workers = default_workers() if pool_pays(per_image, remaining) else 0
-        on_choice(f"{workers} decode worker processes" if workers else "decoding in the main process")
-        if workers:
-            yield from _pooled(classifier, chunks, workers, predict)
-            return
-    elif workers >= 1 and len(files) >= POOL_MIN_BATCHES * batch_size:
-        on_choice(f"{workers} decode worker processes")
-        yield from _pooled(classifier, chunks, workers, predict)
-        return
-    for chunk in chunks:
-        yield predict(chunk, decode(chunk))
+    elif workers < 1 or len(files) < POOL_MIN_BATCHES * batch_size:
+        workers = 0
+    on_choice(workers)
+    if workers:
+        yield from _pooled(job, chunks, workers, predict)
+    else:
+        for chunk in chunks:
+            yield predict(chunk, job([str(f) for f in chunk]))
 
 
-def _pooled(classifier: Classifier, chunks: Iterator[list[Path]], workers: int, predict
-            ) -> Iterator[list[Prediction]]:
+def _pooled(job, chunks: Iterator[list[Path]], workers: int, predict) -> Iterator[list[Prediction]]:
     """Decode on `workers` processes, PREFETCH batches ahead, predicting in input order here."""
     with process_pool(workers) as pool:
         pending: collections.deque = collections.deque()
         for chunk in chunks:
-            pending.append((chunk, pool.submit(decode_batch, classifier.info, classifier.draft_size,
-                                               [str(f) for f in chunk], classifier.fast_jpeg)))
+            pending.append((chunk, pool.submit(job, [str(f) for f in chunk])))
             if len(pending) > PREFETCH + workers - 1:  # keep every worker busy, and the model too
                 chunk0, future = pending.popleft()
                 yield predict(chunk0, future.result())
@@ -141,7 +143,7 @@ def _pooled(classifier: Classifier, chunks: Iterator[list[Path]], workers: int, 
 
 def classify_files(classifier: Classifier, files: list[Path], batch_size: int, top_k: int,
                    warn=lambda msg: print(msg, file=sys.stderr), workers: int | None = 0,
-                   on_choice=lambda text: None) -> list[Prediction]:
+                   on_choice=lambda workers: None) -> list[Prediction]:
     """Every prediction in a list (for callers that want them all at once, such as the bench)."""
     return [p for batch in stream_predictions(classifier, files, batch_size, top_k, workers, warn, on_choice)
             for p in batch]
@@ -262,14 +264,14 @@ def infer(paths: list[str], onnx_path: str, provider: str = "auto", batch_size: 
     writer = Writer(stream, fmt, top_k, width=max([len(str(f)) for f in files] + [4]))
     t0 = time.perf_counter()
     count = skipped = 0
-    decoding = ["decoding in the main process"]  # what stream_predictions chose
+    decoding = [0]  # the decode workers stream_predictions chose
     bar = tqdm(total=len(files), initial=done, unit="img", file=err, desc="classifying",
                disable=None if len(files) >= 200 else True)
     try:
         if not resume:
             writer.start()
         for batch in stream_predictions(classifier, files[done:], batch_size, top_k, workers,
-                                        warn=lambda m: print(m, file=err), on_choice=lambda t: decoding.append(t)):
+                                        warn=lambda m: print(m, file=err), on_choice=decoding.append):
             writer.write(batch)
             count += len(batch)
             skipped += sum(1 for r in batch if r.error)
@@ -284,7 +286,7 @@ def infer(paths: list[str], onnx_path: str, provider: str = "auto", batch_size: 
     seconds = time.perf_counter() - t0
     ok = count - skipped
     print(f"classified {ok} of {count} files ({skipped} skipped) in {seconds:.2f} s, "
-          f"{ok / seconds if seconds else 0:.0f} img/s, {decoding[-1]}, provider {classifier.providers[0]}, "
+          f"{ok / seconds if seconds else 0:.0f} img/s, {decoding_text(decoding[-1])}, provider {classifier.providers[0]}, "
           f"model {onnx_path}"
           + (f"; {done} done before resuming" if resume else ""), file=err)
     return 1 if skipped or failed_before else 0

@@ -1,3 +1,4 @@
+import functools
 import json
 import subprocess
 import sys
@@ -182,6 +183,7 @@ def test_cuda_provider_runs_on_a_gpu(exported_zoo, data_root):
     np.testing.assert_allclose(clf.logits(x), eager, atol=get_spec("gru").atol, rtol=0)
 
 
+@functools.cache
 def usable_cuda() -> str | None:
     """Why the CUDA provider cannot run here (None: it can)."""
     import onnxruntime as ort
