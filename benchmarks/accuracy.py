@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import sys
 import time
 from dataclasses import asdict
@@ -29,12 +30,12 @@ import torch
 
 from edgecls import __version__
 from edgecls import checkpoint as ckpt_io
-from edgecls.bench import cpu_name
+from edgecls.commands.evaluate import evaluate
 from edgecls.errors import EdgeclsError
-from edgecls.evaluate import evaluate
 from edgecls.export import export_model
 from edgecls.fileio import atomic_path, ensure_writable_dir, write_json, write_report
 from edgecls.locations import MODEL_CARD, shipped_root
+from edgecls.machine import cpu_name
 from edgecls.registry import all_specs, get_spec, model_names
 from edgecls.train import TrainConfig, train
 
@@ -72,25 +73,37 @@ def bench_one(name: str, runs: Path, args) -> dict:
     run = runs / name
     state = run_state(run, spec, cfg) if args.reuse else "other"
     if state != "finished":
-        train(name, artifacts=runs, data_dir=args.data_dir, device=args.device, resume=state == "unfinished",
-              echo=print, **overrides)
+        train(
+            name, artifacts=runs, data_dir=args.data_dir, device=args.device, resume=state == "unfinished", **overrides
+        )
     ckpt = ckpt_io.load(run / "checkpoint.pt", name)
-    exported = export_model(name, artifacts=runs, data_dir=args.data_dir, echo=print)
-    parity = evaluate(name, artifacts=runs, provider="cpu", data_dir=args.data_dir, threads=args.threads,
-                      echo=print)
+    exported = export_model(name, artifacts=runs, data_dir=args.data_dir)
+    parity = evaluate(name, artifacts=runs, provider="cpu", data_dir=args.data_dir, threads=args.threads)
     history = ckpt["history"]
     full_defaults = args.epochs is None and args.limit is None
     return {
-        "model": name, "dataset": spec.dataset, "test_images": parity["images"],
-        "accuracy_eager_pct": parity["accuracy_eager_pct"], "accuracy_onnx_pct": parity["accuracy_onnx_pct"],
-        "accuracy_diff_pp": parity["accuracy_diff_pp"], "argmax_agreement_pct": parity["argmax_agreement_pct"],
-        "max_abs_logit_diff": parity["max_abs_logit_diff"], "atol": parity["atol"], "parity_passed": parity["passed"],
-        "epochs": len(history), "best_epoch": ckpt["best_epoch"],
+        "model": name,
+        "dataset": spec.dataset,
+        "test_images": parity["images"],
+        "accuracy_eager_pct": parity["accuracy_eager_pct"],
+        "accuracy_onnx_pct": parity["accuracy_onnx_pct"],
+        "accuracy_diff_pp": parity["accuracy_diff_pp"],
+        "argmax_agreement_pct": parity["argmax_agreement_pct"],
+        "max_abs_logit_diff": parity["max_abs_logit_diff"],
+        "atol": parity["atol"],
+        "parity_passed": parity["passed"],
+        "epochs": len(history),
+        "best_epoch": ckpt["best_epoch"],
         "train_seconds": sum(h["seconds"] for h in history),
-        "train_device": ckpt.get("device", "cpu"), "train_threads": ckpt.get("torch_threads"),
-        "hparams": ckpt["hparams"], "full_data_defaults": full_defaults,
-        "exporter": exported.exporter, "opset": exported.report["opset"], "export_why": exported.report["why"],
-        "report": spec.report, "bar_pct": spec.bar_pct,
+        "train_device": ckpt.get("device", "cpu"),
+        "train_threads": ckpt.get("torch_threads"),
+        "hparams": ckpt["hparams"],
+        "full_data_defaults": full_defaults,
+        "exporter": exported.exporter,
+        "opset": exported.report["opset"],
+        "export_why": exported.report["why"],
+        "report": spec.report,
+        "bar_pct": spec.bar_pct,
         "beats_report": parity["accuracy_onnx_pct"] > spec.bar_pct and parity["accuracy_eager_pct"] > spec.bar_pct,
         "run": str(run),
     }
@@ -111,8 +124,8 @@ def merge_rows(previous: Path, rows: list[dict]) -> list[dict]:
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         f"Accuracy benchmark, {meta['created']}: `{meta['command']}`",
-        f"Evaluation: {meta['eval_hardware']}. Training: see the device column "
-        "(threads where recorded).", "",
+        f"Evaluation: {meta['eval_hardware']}. Training: see the device column (threads where recorded).",
+        "",
         "| model | data (test images) | eager | ONNX | Δ pp | argmax agree | max \\|Δlogit\\| | epochs (best) "
         "| train time | device | exporter | must beat | beats |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -124,9 +137,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"| {r['accuracy_onnx_pct']:.2f} % | {r['accuracy_diff_pp']:.2f} | {r['argmax_agreement_pct']:.2f} % "
             f"| {r['max_abs_logit_diff']:.1e} | {r['epochs']} ({r['best_epoch']}) | {r['train_seconds'] / 60:.1f} min "
             f"| {r['train_device']}{threads} | {r['exporter']} | {r['bar_pct']:.2f} % "
-            f"| {'yes' if r['beats_report'] else '**no**'} |")
-    earlier = sorted({(r.get("measured"), r.get("command")) for r in rows if r.get("measured") != meta["created"]},
-                     key=str)
+            f"| {'yes' if r['beats_report'] else '**no**'} |"
+        )
+    earlier = sorted(
+        {(r.get("measured"), r.get("command")) for r in rows if r.get("measured") != meta["created"]}, key=str
+    )
     for when, cmd in earlier:
         kept = ", ".join(f"`{r['model']}`" for r in rows if (r.get("measured"), r.get("command")) == (when, cmd))
         lines += ["", f"Kept from an earlier run ({when}: `{cmd}`): {kept}."]
@@ -143,18 +158,37 @@ def ship(row: dict, runs: Path, dest_root: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     data = src.read_bytes()
     card = {
-        "model": row["model"], "summary": spec.summary, "architecture": spec.builder_kwargs,
-        "dataset": row["dataset"], "test_images": row["test_images"], "classes": list(spec.class_names),
-        "accuracy": {"eager_pct": row["accuracy_eager_pct"], "onnx_pct": row["accuracy_onnx_pct"],
-                     "must_beat_pct": row["bar_pct"], "report": row["report"]},
+        "model": row["model"],
+        "summary": spec.summary,
+        "architecture": spec.builder_kwargs,
+        "dataset": row["dataset"],
+        "test_images": row["test_images"],
+        "classes": list(spec.class_names),
+        "accuracy": {
+            "eager_pct": row["accuracy_eager_pct"],
+            "onnx_pct": row["accuracy_onnx_pct"],
+            "must_beat_pct": row["bar_pct"],
+            "report": row["report"],
+        },
         "parity": {k: row[k] for k in ("accuracy_diff_pp", "argmax_agreement_pct", "max_abs_logit_diff", "atol")},
-        "training": {"command": f"edgecls train --model {row['model']}", "hparams": row["hparams"],
-                     "epochs": row["epochs"], "best_epoch": row["best_epoch"], "seconds": round(row["train_seconds"]),
-                     "device": row["train_device"], "threads": row["train_threads"]},
-        "export": {"command": f"edgecls export --model {row['model']}", "exporter": row["exporter"],
-                   "opset": row["opset"], "why": row["export_why"]},
+        "training": {
+            "command": f"edgecls train --model {row['model']}",
+            "hparams": row["hparams"],
+            "epochs": row["epochs"],
+            "best_epoch": row["best_epoch"],
+            "seconds": round(row["train_seconds"]),
+            "device": row["train_device"],
+            "threads": row["train_threads"],
+        },
+        "export": {
+            "command": f"edgecls export --model {row['model']}",
+            "exporter": row["exporter"],
+            "opset": row["opset"],
+            "why": row["export_why"],
+        },
         "onnx": {"file": "model.onnx", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
-        "created": datetime.now(timezone.utc).date().isoformat(), "edgecls_version": __version__,
+        "created": datetime.now(timezone.utc).date().isoformat(),
+        "edgecls_version": __version__,
     }
     with atomic_path(dest / "model.onnx") as tmp:
         tmp.write_bytes(data)
@@ -176,9 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="quick runs only: not shippable")
     parser.add_argument("--limit", type=int, default=None, help="quick runs only: not shippable")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # train/export progress
     try:
-        names = [s.name for s in all_specs()] if args.models == "all" else \
-            [get_spec(n.strip()).name for n in args.models.split(",")]
+        names = (
+            [s.name for s in all_specs()]
+            if args.models == "all"
+            else [get_spec(n.strip()).name for n in args.models.split(",")]
+        )
         if args.ship and (args.epochs is not None or args.limit is not None):
             raise EdgeclsError("--ship needs full-data runs with default settings; drop --epochs/--limit")
         runs, out = Path(args.runs), ensure_writable_dir(args.out, "--out")
@@ -187,10 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "eval_hardware": f"{cpu_name()}, ONNX Runtime CPU provider, torch {torch.__version__}",
-            "wall_seconds": round(time.time() - t0), "edgecls_version": __version__}
+    meta = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "eval_hardware": f"{cpu_name()}, ONNX Runtime CPU provider, torch {torch.__version__}",
+        "wall_seconds": round(time.time() - t0),
+        "edgecls_version": __version__,
+    }
     for row in rows:
         row.update(measured=meta["created"], command=meta["command"])
     table = merge_rows(out / "accuracy.json", rows)
@@ -202,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             if row["beats_report"] and row["parity_passed"]:
                 print(f"shipped {row['model']} to {ship(row, runs, dest_root)}")
             else:
-                print(f"NOT shipped {row['model']}: {row['accuracy_onnx_pct']:.2f} % does not beat "
-                      f"{row['bar_pct']:.2f} % or parity failed")
+                print(
+                    f"NOT shipped {row['model']}: {row['accuracy_onnx_pct']:.2f} % does not beat "
+                    f"{row['bar_pct']:.2f} % or parity failed"
+                )
     missed = [r["model"] for r in rows if not (r["beats_report"] and r["parity_passed"])]
     if missed:
         print(f"missed the bar or parity: {', '.join(missed)}", file=sys.stderr)

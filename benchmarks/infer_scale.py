@@ -54,8 +54,13 @@ def memory_run(files: list[str], count: int, model: str, tmp: Path) -> dict:
             sub.mkdir(parents=True)
         os.link(files[i % len(files)], sub / f"{i:06d}.jpg")
     out = tmp / "many.csv"
-    proc = subprocess.Popen([*EDGECLS, "infer", str(folder), "--model", model, "--format", "csv", "--output", str(out)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*EDGECLS, "infer", str(folder), "--model", model, "--format", "csv", "--output", str(out)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     partial = Path(f"{out}.partial")
     samples, first = [], None
     t0 = time.perf_counter()
@@ -70,14 +75,22 @@ def memory_run(files: list[str], count: int, model: str, tmp: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"error: infer over {count} files failed:\n{err[-2000:]}")
     rows = sum(1 for _ in out.open()) - 1
-    return {"files": count, "rows_written": rows, "seconds": seconds, "rss_first_results_mb": first,
-            "rss_peak_mb": max(samples), "growth_mb": max(samples) - first, "summary": err.strip().splitlines()[-1]}
+    return {
+        "files": count,
+        "rows_written": rows,
+        "seconds": seconds,
+        "rss_first_results_mb": first,
+        "rss_peak_mb": max(samples),
+        "growth_mb": max(samples) - first,
+        "summary": err.strip().splitlines()[-1],
+    }
 
 
 def engine_run(paths: list[str], model: str, args: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
-    done = subprocess.run([*EDGECLS, "infer", *paths, "--model", model, *args], cwd=REPO, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [*EDGECLS, "infer", *paths, "--model", model, *args], cwd=REPO, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"error: infer {' '.join(args)} failed:\n{done.stderr[-2000:]}")
@@ -92,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
-    from edgecls.bench import cpu_name
     from edgecls.data import evenly_spaced, load_split
     from edgecls.errors import EdgeclsError
     from edgecls.fileio import ensure_writable_dir, write_report
+    from edgecls.machine import cpu_name
 
     try:
         if args.files < 1000 or args.cifar < 1:
@@ -107,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = {"machine": f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores", "model": args.model,
-              "command": "python benchmarks/infer_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    result = {
+        "machine": f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores",
+        "model": args.model,
+        "command": "python benchmarks/infer_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     chosen = [test.files[i] for i in evenly_spaced(len(test), args.cifar).tolist()]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -121,22 +137,37 @@ def main(argv: list[str] | None = None) -> int:
             os.link(f, lst / f"{i:05d}.jpg")
         plain_s, plain_line = engine_run([str(lst)], args.model, ["--format", "csv", "--output", str(tmp / "p.csv")])
         ray_s, ray_line = engine_run([str(lst)], args.model, ["--engine", "ray", "--output", str(tmp / "ray")])
-    result["engines"] = {"images": len(chosen), "plain_seconds": plain_s, "plain": plain_line,
-                         "ray_seconds": ray_s, "ray": ray_line, "ray_vs_plain": plain_s / ray_s}
+    result["engines"] = {
+        "images": len(chosen),
+        "plain_seconds": plain_s,
+        "plain": plain_line,
+        "ray_seconds": ray_s,
+        "ray": ray_line,
+        "ray_vs_plain": plain_s / ray_s,
+    }
     m, e = result["memory"], result["engines"]
-    lines = ["# `edgecls infer` at scale", "", f"{result['machine']}; model {args.model}; `{result['command'].strip()}`, "
-             f"{result['date']}.", "",
-             "| measure | value |", "| --- | --- |",
-             f"| files (hard links to the CIFAR-10 test JPEGs) | {m['files']:,} ({m['rows_written']:,} rows written) |",
-             f"| time | {m['seconds']:.1f} s ({m['files'] / m['seconds']:.0f} img/s) |",
-             f"| RSS of infer + decode workers once results flow | {m['rss_first_results_mb']:.0f} MB |",
-             f"| peak RSS | {m['rss_peak_mb']:.0f} MB |",
-             f"| growth | **{m['growth_mb']:.0f} MB** (aim < 100 MB) |", "",
-             f"| engine, {e['images']:,} CIFAR-10 test JPEGs | wall-clock (start-up included) | vs plain |",
-             "| --- | --- | --- |",
-             f"| plain `edgecls infer` | {e['plain_seconds']:.1f} s | 1.00x |",
-             f"| `--engine ray` (local Ray) | {e['ray_seconds']:.1f} s | {e['ray_vs_plain']:.2f}x |", "",
-             f"plain: {e['plain']}", "", f"ray: {e['ray']}"]
+    lines = [
+        "# `edgecls infer` at scale",
+        "",
+        f"{result['machine']}; model {args.model}; `{result['command'].strip()}`, {result['date']}.",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
+        f"| files (hard links to the CIFAR-10 test JPEGs) | {m['files']:,} ({m['rows_written']:,} rows written) |",
+        f"| time | {m['seconds']:.1f} s ({m['files'] / m['seconds']:.0f} img/s) |",
+        f"| RSS of infer + decode workers once results flow | {m['rss_first_results_mb']:.0f} MB |",
+        f"| peak RSS | {m['rss_peak_mb']:.0f} MB |",
+        f"| growth | **{m['growth_mb']:.0f} MB** (aim < 100 MB) |",
+        "",
+        f"| engine, {e['images']:,} CIFAR-10 test JPEGs | wall-clock (start-up included) | vs plain |",
+        "| --- | --- | --- |",
+        f"| plain `edgecls infer` | {e['plain_seconds']:.1f} s | 1.00x |",
+        f"| `--engine ray` (local Ray) | {e['ray_seconds']:.1f} s | {e['ray_vs_plain']:.2f}x |",
+        "",
+        f"plain: {e['plain']}",
+        "",
+        f"ray: {e['ray']}",
+    ]
     print("\n".join(lines))
     write_report(out_dir, "infer_scale", "\n".join(lines) + "\n", result)
     return 0

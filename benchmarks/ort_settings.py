@@ -18,50 +18,37 @@ Writes ort_settings.md and .json to --out (default benchmarks/results).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from edgecls.bench import cpu_flags, cpu_name
 from edgecls.errors import EdgeclsError
 from edgecls.fileio import ensure_writable_dir, write_report
-from edgecls.locations import find_onnx
+from edgecls.locations import find_onnx, shipped_names
+from edgecls.machine import cpu_flags, cpu_name
+from edgecls.metadata import INPUT_NAME, read_info
 from edgecls.registry import get_spec
-from edgecls.runtime.metadata import INPUT_NAME
+from edgecls.runtime.ort_engine import create_session, session_options
 from edgecls.runtime.parallel import BatchParallel
-from edgecls.serve.server import shipped_names
+from edgecls.timing import best_round
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def session(path: Path, threads: int, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, entries=()):
-    opts = ort.SessionOptions()
+    """The runtime's own session options (ort_engine.session_options), with one setting changed."""
+    opts = session_options(threads)
     opts.graph_optimization_level = level
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.inter_op_num_threads = 1
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
     for key, value in entries:
         opts.add_session_config_entry(key, value)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return create_session(str(path), "cpu", options=opts)[0]
 
 
 def best_round_ms(fn, seconds: float, rounds: int = 5) -> float:
-    fn()
-    medians = []
-    for _ in range(rounds):
-        times, end = [], time.perf_counter() + seconds / rounds
-        while len(times) < 2 or time.perf_counter() < end:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        medians.append(statistics.median(times))
-    return 1000 * min(medians)
+    return 1000 * best_round(fn, seconds, rounds)
 
 
 def variants(path: Path, threads: int) -> dict:
@@ -74,12 +61,16 @@ def variants(path: Path, threads: int) -> dict:
         split = BatchParallel(lambda: session(path, 1), INPUT_NAME, threads, whole=whole)
         out[f"always split over {threads} x 1-thread sessions"] = lambda x: split.run(x, count=threads)
         out["the runtime's path"] = split.run  # Classifier.run: split from SPLIT_MIN_ROWS rows per session
-    out.update({
-        "ORT_ENABLE_EXTENDED (no layout transforms)": plain(session(path, threads, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)),
-        "spinning off": plain(session(path, threads, entries=[("session.intra_op.allow_spinning", "0")])),
-        "denormals as zero": plain(session(path, threads, entries=[("session.set_denormal_as_zero", "1")])),
-        "dynamic_block_base 4": plain(session(path, threads, entries=[("session.dynamic_block_base", "4")])),
-    })
+    out.update(
+        {
+            "ORT_ENABLE_EXTENDED (no layout transforms)": plain(
+                session(path, threads, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+            ),
+            "spinning off": plain(session(path, threads, entries=[("session.intra_op.allow_spinning", "0")])),
+            "denormals as zero": plain(session(path, threads, entries=[("session.set_denormal_as_zero", "1")])),
+            "dynamic_block_base 4": plain(session(path, threads, entries=[("session.dynamic_block_base", "4")])),
+        }
+    )
     return out
 
 
@@ -92,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     try:
-        names = shipped_names() if args.models == "shipped" else [get_spec(n.strip()).name for n in args.models.split(",")]
+        names = (
+            shipped_names() if args.models == "shipped" else [get_spec(n.strip()).name for n in args.models.split(",")]
+        )
         batches = [int(b) for b in args.batches.split(",")]
         if args.threads < 1 or min(batches) < 1:
             raise EdgeclsError("--threads and --batches must be positive")
@@ -104,35 +97,50 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         path = find_onnx(name)
         runs = variants(path, args.threads)
-        shape = [d for d in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[1:]]
+        shape = read_info(path).input_shape
         for batch in batches:
             x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
             base_label = next(iter(runs))
             reference = runs[base_label](x)
             row = {"model": name, "batch": batch, "variants": {}}
             for label, fn in runs.items():
-                ms = best_round_ms(lambda: fn(x), args.seconds)
+                ms = best_round_ms(lambda fn=fn, x=x: fn(x), args.seconds)
                 row["variants"][label] = {"ms": ms, "max_abs_diff": float(np.abs(fn(x) - reference).max())}
             base = row["variants"][base_label]["ms"]
             for v in row["variants"].values():
                 v["speed_vs_baseline"] = base / v["ms"]
             rows.append(row)
-            print(f"{name:12} batch {batch:4}: " + ", ".join(f"{k.split(' (')[0]} {v['speed_vs_baseline']:.2f}x"
-                                                            for k, v in row["variants"].items()), flush=True)
-    meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "python benchmarks/ort_settings.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "cpu": cpu_name(), "isa": cpu_flags(), "threads": args.threads, "onnxruntime": ort.__version__}
+            print(
+                f"{name:12} batch {batch:4}: "
+                + ", ".join(f"{k.split(' (')[0]} {v['speed_vs_baseline']:.2f}x" for k, v in row["variants"].items()),
+                flush=True,
+            )
+    meta = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/ort_settings.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cpu": cpu_name(),
+        "isa": cpu_flags(),
+        "threads": args.threads,
+        "onnxruntime": ort.__version__,
+    }
     labels = list(rows[0]["variants"]) if rows else []
-    lines = [f"ONNX Runtime execution choices, {meta['created']}: `{meta['command']}`",
-             f"{meta['cpu']} ({', '.join(meta['isa'])}), onnxruntime {meta['onnxruntime']}. Speed relative to the "
-             "first column (best round's median); every variant's logits matched it within the max |Δlogit| shown.",
-             "", "| model | batch | " + " | ".join(labels) + " | max \\|Δlogit\\| |",
-             "| --- | --- | " + " | ".join("---" for _ in labels) + " | --- |"]
+    lines = [
+        f"ONNX Runtime execution choices, {meta['created']}: `{meta['command']}`",
+        f"{meta['cpu']} ({', '.join(meta['isa'])}), onnxruntime {meta['onnxruntime']}. Speed relative to the "
+        "first column (best round's median); every variant's logits matched it within the max |Δlogit| shown.",
+        "",
+        "| model | batch | " + " | ".join(labels) + " | max \\|Δlogit\\| |",
+        "| --- | --- | " + " | ".join("---" for _ in labels) + " | --- |",
+    ]
     for row in rows:
         v = row["variants"]
-        lines.append(f"| `{row['model']}` | {row['batch']} | " + " | ".join(
-            f"{v[k]['ms']:.3f} ms" if i == 0 else f"{v[k]['speed_vs_baseline']:.2f}x" for i, k in enumerate(labels))
-            + f" | {max(x['max_abs_diff'] for x in v.values()):.1e} |")
+        lines.append(
+            f"| `{row['model']}` | {row['batch']} | "
+            + " | ".join(
+                f"{v[k]['ms']:.3f} ms" if i == 0 else f"{v[k]['speed_vs_baseline']:.2f}x" for i, k in enumerate(labels)
+            )
+            + f" | {max(x['max_abs_diff'] for x in v.values()):.1e} |"
+        )
     write_report(out, "ort_settings", "\n".join(lines) + "\n", {**meta, "rows": rows})
     print("\n".join(lines))
     return 0

@@ -38,14 +38,15 @@ import tritonclient.http as tc
 from tritonclient.http.aio import InferenceServerClient
 
 from edgecls import __version__
-from edgecls.bench import cpu_name
+from edgecls.commands.samples import sample_files
 from edgecls.errors import EdgeclsError
 from edgecls.fileio import ensure_writable_dir, write_report
 from edgecls.locations import find_onnx
+from edgecls.machine import cpu_name
 from edgecls.registry import get_spec
 from edgecls.runtime import Classifier
 from edgecls.runtime.preprocess import normalize
-from edgecls.samples import sample_files
+from edgecls.timing import time_calls
 
 REPO = Path(__file__).resolve().parents[1]
 ATOL = 1e-4
@@ -66,9 +67,24 @@ def get_json(url: str, path: str) -> dict:
 
 def start_server(models: list[str], threads: int, batching: bool, max_batch: int, max_delay_ms: float):
     port = free_port()
-    cmd = [sys.executable, "-m", "edgecls", "serve", *[a for m in models for a in ("--model", m)], "--port", str(port),
-           "--provider", "cpu", "--threads", str(threads), "--max-batch", str(max_batch),
-           "--max-delay-ms", str(max_delay_ms), "--dynamic-batching" if batching else "--no-dynamic-batching"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgecls",
+        "serve",
+        *[a for m in models for a in ("--model", m)],
+        "--port",
+        str(port),
+        "--provider",
+        "cpu",
+        "--threads",
+        str(threads),
+        "--max-batch",
+        str(max_batch),
+        "--max-delay-ms",
+        str(max_delay_ms),
+        "--dynamic-batching" if batching else "--no-dynamic-batching",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -110,12 +126,26 @@ def raw_requests(url: str, name: str, inputs: np.ndarray) -> list[bytes]:
     """One complete HTTP/1.1 binary-tensor infer request per image, encoded once."""
     out = []
     for k in range(len(inputs)):
-        data = np.ascontiguousarray(inputs[k:k + 1], dtype="<f4").tobytes()
-        head = json.dumps({"inputs": [{"name": "input", "shape": [1, *inputs.shape[1:]], "datatype": "FP32",
-                                       "parameters": {"binary_data_size": len(data)}}],
-                           "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
-        out.append(f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: {url}\r\nContent-Length: {len(head) + len(data)}"
-                   f"\r\nInference-Header-Content-Length: {len(head)}\r\n\r\n".encode() + head + data)
+        data = np.ascontiguousarray(inputs[k : k + 1], dtype="<f4").tobytes()
+        head = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, *inputs.shape[1:]],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": len(data)},
+                    }
+                ],
+                "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+            }
+        ).encode()
+        out.append(
+            f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: {url}\r\nContent-Length: {len(head) + len(data)}"
+            f"\r\nInference-Header-Content-Length: {len(head)}\r\n\r\n".encode()
+            + head
+            + data
+        )
     return out
 
 
@@ -147,8 +177,16 @@ class RawClient:
         return np.frombuffer(body[json_len:], dtype="<f4").reshape(meta["shape"])
 
 
-async def load(url: str, name: str, inputs: np.ndarray, expected: np.ndarray, clients: int, requests: int,
-               seconds: float, kind: str = "raw") -> dict:
+async def load(
+    url: str,
+    name: str,
+    inputs: np.ndarray,
+    expected: np.ndarray,
+    clients: int,
+    requests: int,
+    seconds: float,
+    kind: str = "raw",
+) -> dict:
     """`clients` concurrent clients, each on its own connection, share one bounded budget of requests."""
     latencies: list[float] = []
     wrong = lost = 0
@@ -173,21 +211,28 @@ async def load(url: str, name: str, inputs: np.ndarray, expected: np.ndarray, cl
         async with RawClient(url) as client:
             for i in until(budget, stop_at):
                 k = i % len(inputs)
-                await check(k, lambda: client.infer(encoded[k]))
+                await check(k, lambda k=k: client.infer(encoded[k]))
 
     async def triton_worker(client):
         for i in until(budget, stop_at):
             k = i % len(inputs)
             inp = tc.InferInput("input", shape, "FP32")
-            inp.set_data_from_numpy(inputs[k:k + 1])
-            await check(k, lambda: _triton_logits(client, name, inp))
+            inp.set_data_from_numpy(inputs[k : k + 1])
+            await check(k, lambda inp=inp: _triton_logits(client, name, inp))
 
     wall = await run_clients(url, kind, clients, raw_worker, triton_worker)
     done = len(latencies)
     ms = sorted(1000 * v for v in latencies)
-    return {"requests": done + lost, "ok": done - wrong, "lost": lost, "wrong": wrong, "seconds": round(wall, 3),
-            "throughput": done / wall if wall else 0.0,
-            "p50_ms": ms[len(ms) // 2] if ms else None, "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))] if ms else None}
+    return {
+        "requests": done + lost,
+        "ok": done - wrong,
+        "lost": lost,
+        "wrong": wrong,
+        "seconds": round(wall, 3),
+        "throughput": done / wall if wall else 0.0,
+        "p50_ms": ms[len(ms) // 2] if ms else None,
+        "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))] if ms else None,
+    }
 
 
 async def ceiling(url: str, clients: int, requests: int, seconds: float, kind: str = "raw") -> float:
@@ -202,7 +247,9 @@ async def ceiling(url: str, clients: int, requests: int, seconds: float, kind: s
             for _ in until(budget, stop_at):
                 client.writer.write(get)
                 head = await client.reader.readuntil(b"\r\n\r\n")
-                length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+                length = next(
+                    int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")
+                )
                 await client.reader.readexactly(length)
                 done += 1
 
@@ -224,35 +271,44 @@ async def _triton_logits(client, name, inp) -> np.ndarray:
 def offline(clf: Classifier, inputs: np.ndarray, batch: int = 64, seconds: float = 2.0) -> float:
     """ONNX Runtime images/s at `batch`, in this process (no HTTP)."""
     x = np.resize(inputs, (batch, *inputs.shape[1:])).astype(np.float32)
-    clf.run(x)
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        clf.run(x)
-        reps += 1
-    return reps * batch / (time.perf_counter() - t0)
+    times = time_calls(lambda: clf.run(x), seconds, warmup=1, max_reps=10**9)
+    return len(times) * batch / sum(times)
 
 
 def markdown(rows: list[dict], summary: list[dict], meta: dict) -> str:
-    lines = [f"Serving benchmark, {meta['created']}: `{meta['command']}`",
-             f"{meta['cpu']}; server: ONNX Runtime CPU provider, {meta['threads']} intra-op thread(s) per model, "
-             f"--max-batch {meta['max_batch']}, --max-delay-ms {meta['max_delay_ms']:g}; clients: {meta['client']} "
-             "(binary tensors, one keep-alive connection each), single-image requests, in one other process on the "
-             "same machine.", "",
-             "| model | clients | batching | req/s | p50 ms | p99 ms | mean batch | requests | lost | wrong |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Serving benchmark, {meta['created']}: `{meta['command']}`",
+        f"{meta['cpu']}; server: ONNX Runtime CPU provider, {meta['threads']} intra-op thread(s) per model, "
+        f"--max-batch {meta['max_batch']}, --max-delay-ms {meta['max_delay_ms']:g}; clients: {meta['client']} "
+        "(binary tensors, one keep-alive connection each), single-image requests, in one other process on the "
+        "same machine.",
+        "",
+        "| model | clients | batching | req/s | p50 ms | p99 ms | mean batch | requests | lost | wrong |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| `{r['model']}` | {r['clients']} | {'on' if r['batching'] else 'off'} | {r['throughput']:,.0f} "
-                     f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['mean_batch']:.1f} | {r['requests']:,} "
-                     f"| {r['lost']} | {r['wrong']} |")
-    lines += ["", f"| model | clients | offline ORT img/s (batch {meta['max_batch']}) | empty-request ceiling req/s "
-              "| on / off | on / offline | ceiling / off | ceiling / offline |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines.append(
+            f"| `{r['model']}` | {r['clients']} | {'on' if r['batching'] else 'off'} | {r['throughput']:,.0f} "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['mean_batch']:.1f} | {r['requests']:,} "
+            f"| {r['lost']} | {r['wrong']} |"
+        )
+    lines += [
+        "",
+        f"| model | clients | offline ORT img/s (batch {meta['max_batch']}) | empty-request ceiling req/s "
+        "| on / off | on / offline | ceiling / off | ceiling / offline |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for s in summary:
-        lines.append(f"| `{s['model']}` | {s['clients']} | {s['offline']:,.0f} | {s['ceiling']:,.0f} "
-                     f"| {s['on_over_off']:.2f}x | {100 * s['on_over_offline']:.0f} % "
-                     f"| {s['ceiling_over_off']:.2f}x | {100 * s['ceiling_over_offline']:.0f} % |")
-    lines += ["", "The empty-request ceiling is GET /v2/health/live with the same clients: no endpoint can pass it, "
-              "so `ceiling / off` and `ceiling / offline` bound what batching could show on this machine."]
+        lines.append(
+            f"| `{s['model']}` | {s['clients']} | {s['offline']:,.0f} | {s['ceiling']:,.0f} "
+            f"| {s['on_over_off']:.2f}x | {100 * s['on_over_offline']:.0f} % "
+            f"| {s['ceiling_over_off']:.2f}x | {100 * s['ceiling_over_offline']:.0f} % |"
+        )
+    lines += [
+        "",
+        "The empty-request ceiling is GET /v2/health/live with the same clients: no endpoint can pass it, "
+        "so `ceiling / off` and `ceiling / offline` bound what batching could show on this machine.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -310,12 +366,20 @@ def main(argv: list[str] | None = None) -> int:
                     row = run_async(load(url, name, x, expected, c, args.requests, args.seconds, args.client))
                     after = get_json(url, f"/v2/models/{name}/stats")["model_stats"][0]
                     runs = after["execution_count"] - before["execution_count"]
-                    row.update(model=name, clients=c, batching=batching,
-                               mean_batch=(after["inference_count"] - before["inference_count"]) / runs if runs else 0.0)
+                    row.update(
+                        model=name,
+                        clients=c,
+                        batching=batching,
+                        mean_batch=(after["inference_count"] - before["inference_count"]) / runs if runs else 0.0,
+                    )
                     rows.append(row)
-                    print(f"{name:5} clients {c:3} batching {'on ' if batching else 'off'}: {row['throughput']:8,.0f} req/s "
-                          f"p50 {row['p50_ms']:.2f} ms p99 {row['p99_ms']:.2f} ms, mean batch {row['mean_batch']:.1f}, "
-                          f"{row['lost']} lost, {row['wrong']} wrong", flush=True)
+                    print(
+                        f"{name:5} clients {c:3} batching {'on ' if batching else 'off'}: "
+                        f"{row['throughput']:8,.0f} req/s p50 {row['p50_ms']:.2f} ms p99 {row['p99_ms']:.2f} ms, "
+                        f"mean batch {row['mean_batch']:.1f}, "
+                        f"{row['lost']} lost, {row['wrong']} wrong",
+                        flush=True,
+                    )
         finally:
             proc.terminate()
             proc.wait(30)
@@ -325,15 +389,28 @@ def main(argv: list[str] | None = None) -> int:
         for c in clients:
             on = next(r for r in rows if r["model"] == name and r["clients"] == c and r["batching"])
             off = next(r for r in rows if r["model"] == name and r["clients"] == c and not r["batching"])
-            summary.append({"model": name, "clients": c, "offline": data[name][2], "ceiling": ceilings[c],
-                            "on_over_off": on["throughput"] / off["throughput"],
-                            "on_over_offline": on["throughput"] / data[name][2],
-                            "ceiling_over_off": ceilings[c] / off["throughput"],
-                            "ceiling_over_offline": ceilings[c] / data[name][2]})
-    meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "python benchmarks/serve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "cpu": cpu_name(), "client": args.client, "threads": args.threads, "max_batch": args.max_batch, "max_delay_ms": args.max_delay_ms,
-            "edgecls_version": __version__}
+            summary.append(
+                {
+                    "model": name,
+                    "clients": c,
+                    "offline": data[name][2],
+                    "ceiling": ceilings[c],
+                    "on_over_off": on["throughput"] / off["throughput"],
+                    "on_over_offline": on["throughput"] / data[name][2],
+                    "ceiling_over_off": ceilings[c] / off["throughput"],
+                    "ceiling_over_offline": ceilings[c] / data[name][2],
+                }
+            )
+    meta = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/serve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cpu": cpu_name(),
+        "client": args.client,
+        "threads": args.threads,
+        "max_batch": args.max_batch,
+        "max_delay_ms": args.max_delay_ms,
+        "edgecls_version": __version__,
+    }
     stem = "serve" if args.client == "raw" else f"serve-{args.client}"
     text = markdown(rows, summary, meta)
     write_report(out, stem, text, {**meta, "rows": rows, "summary": summary})

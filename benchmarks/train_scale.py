@@ -33,8 +33,9 @@ def rate(run: Path, model: str) -> float:
 
 
 def start(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def done(proc: subprocess.Popen) -> None:
@@ -52,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
-    from edgecls.bench import cpu_name
     from edgecls.errors import EdgeclsError
     from edgecls.fileio import ensure_writable_dir, write_report
+    from edgecls.machine import cpu_name
     from edgecls.registry import get_spec
 
     try:
@@ -80,42 +81,106 @@ def main(argv: list[str] | None = None) -> int:
 
         def one(name: str, extra: list[str], threads: int) -> None:
             done(start([*train, *extra, "--artifacts", str(tmp / name)]))
-            rows.append({"run": name, "processes": 1, "threads_each": threads, "images_per_s": rate(tmp / name, args.model)})
+            rows.append(
+                {"run": name, "processes": 1, "threads_each": threads, "images_per_s": rate(tmp / name, args.model)}
+            )
             print(f"{name}: {rows[-1]['images_per_s']:.0f} img/s", flush=True)
 
         one("one process", [], cores)
         one("one process, 1 thread", ["--threads", "1"], 1)
-        done(start([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.procs}",
-                    "-m", "edgecls", "train", *common, "--artifacts", str(tmp / "ddp")]))
-        rows.append({"run": f"torchrun, {args.procs} processes (DDP, gloo)", "processes": args.procs,
-                     "threads_each": max(1, cores // args.procs), "images_per_s": rate(tmp / "ddp", args.model)})
+        done(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "torch.distributed.run",
+                    "--standalone",
+                    f"--nproc-per-node={args.procs}",
+                    "-m",
+                    "edgecls",
+                    "train",
+                    *common,
+                    "--artifacts",
+                    str(tmp / "ddp"),
+                ]
+            )
+        )
+        rows.append(
+            {
+                "run": f"torchrun, {args.procs} processes (DDP, gloo)",
+                "processes": args.procs,
+                "threads_each": max(1, cores // args.procs),
+                "images_per_s": rate(tmp / "ddp", args.model),
+            }
+        )
         print(f"{rows[-1]['run']}: {rows[-1]['images_per_s']:.0f} img/s", flush=True)
-        procs = [start([*train, "--threads", "1", "--batch-size", str(batch // args.procs), "--seed", str(i),
-                        "--artifacts", str(tmp / f"solo{i}")]) for i in range(args.procs)]
+        procs = [
+            start(
+                [
+                    *train,
+                    "--threads",
+                    "1",
+                    "--batch-size",
+                    str(batch // args.procs),
+                    "--seed",
+                    str(i),
+                    "--artifacts",
+                    str(tmp / f"solo{i}"),
+                ]
+            )
+            for i in range(args.procs)
+        ]
         for p in procs:
             done(p)
         ceiling = sum(rate(tmp / f"solo{i}", args.model) for i in range(args.procs))
-        rows.append({"run": f"ceiling: {args.procs} independent 1-thread processes at batch {batch // args.procs}",
-                     "processes": args.procs, "threads_each": 1, "images_per_s": ceiling})
+        rows.append(
+            {
+                "run": f"ceiling: {args.procs} independent 1-thread processes at batch {batch // args.procs}",
+                "processes": args.procs,
+                "threads_each": 1,
+                "images_per_s": ceiling,
+            }
+        )
         print(f"{rows[-1]['run']}: {ceiling:.0f} img/s (sum)", flush=True)
 
     base, single, ddp = (r["images_per_s"] for r in rows[:3])
     result = {
-        "machine": f"{cpu_name()}, {cores} cores", "model": args.model, "global_batch": batch, "limit": args.limit,
-        "epochs": args.epochs, "command": "python benchmarks/train_scale.py " + " ".join(argv or sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows,
-        "ddp_vs_one_process": ddp / base, "ddp_vs_one_thread": ddp / single, "ddp_of_ceiling": ddp / ceiling,
-        "ceiling_vs_one_process": ceiling / base, "aim": AIM,
+        "machine": f"{cpu_name()}, {cores} cores",
+        "model": args.model,
+        "global_batch": batch,
+        "limit": args.limit,
+        "epochs": args.epochs,
+        "command": "python benchmarks/train_scale.py " + " ".join(argv or sys.argv[1:]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "rows": rows,
+        "ddp_vs_one_process": ddp / base,
+        "ddp_vs_one_thread": ddp / single,
+        "ddp_of_ceiling": ddp / ceiling,
+        "ceiling_vs_one_process": ceiling / base,
+        "aim": AIM,
     }
-    lines = [f"# Training throughput: torchrun DDP against one process ({args.model})", "",
-             f"{result['machine']}; global batch {batch}; {args.limit} training images; rate of epoch "
-             f"{args.epochs}; `{result['command'].strip()}`, {result['date']}.", "",
-             "| run | processes x threads | images/s | vs one process |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r['run']} | {r['processes']} x {r['threads_each']} | {r['images_per_s']:.0f} | "
-              f"{r['images_per_s'] / base:.2f}x |" for r in rows]
-    verdict = "met" if ddp / base >= AIM else (
-        f"missed; bounded here by the ceiling row ({ceiling / base:.2f}x): one process already gets "
-        f"{base / single:.2f}x from its second thread, and DDP reaches {100 * ddp / ceiling:.0f} % of the ceiling")
+    lines = [
+        f"# Training throughput: torchrun DDP against one process ({args.model})",
+        "",
+        f"{result['machine']}; global batch {batch}; {args.limit} training images; rate of epoch "
+        f"{args.epochs}; `{result['command'].strip()}`, {result['date']}.",
+        "",
+        "| run | processes x threads | images/s | vs one process |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['run']} | {r['processes']} x {r['threads_each']} | {r['images_per_s']:.0f} | "
+        f"{r['images_per_s'] / base:.2f}x |"
+        for r in rows
+    ]
+    verdict = (
+        "met"
+        if ddp / base >= AIM
+        else (
+            f"missed; bounded here by the ceiling row ({ceiling / base:.2f}x): one process already gets "
+            f"{base / single:.2f}x from its second thread, and DDP reaches {100 * ddp / ceiling:.0f} % of the ceiling"
+        )
+    )
     lines += ["", f"Aim: torchrun >= {AIM}x one process: **{ddp / base:.2f}x**, {verdict}."]
     print(lines[-1])
     write_report(out_dir, "train_scale", "\n".join(lines) + "\n", result)

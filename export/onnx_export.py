@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -26,11 +26,12 @@ from edgecls.data import evenly_spaced, load_for_spec, normalize
 from edgecls.errors import EdgeclsError
 from edgecls.fileio import ensure_writable_dir, write_json
 from edgecls.locations import RUNS, refuse_shipped
+from edgecls.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo, write_props
 from edgecls.registry import ModelSpec
-from edgecls.runtime.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo
 
-from .validate import BATCH_SIZES, ParityReport, batch_dim_names, op_types, time_onnx, validate
+from .validate import BATCH_SIZES, batch_dim_names, op_types, time_onnx, validate
 
+log = logging.getLogger(__name__)
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset; ORT >= 1.14 runs it
 MIN_OPSET = 14  # GRU/LSTM/RNN with batch_first layouts and the ops these graphs use
@@ -52,11 +53,24 @@ def _export_one(model: torch.nn.Module, spec: ModelSpec, exporter: str, opset: i
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
-            torch.onnx.export(model, example, str(target), dynamo=True, external_data=False,
-                              dynamic_shapes=({0: torch.export.Dim("batch")},), **kwargs)
+            torch.onnx.export(
+                model,
+                example,
+                str(target),
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                **kwargs,
+            )
         else:
-            torch.onnx.export(model, example, str(target), dynamo=False,
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **kwargs)
+            torch.onnx.export(
+                model,
+                example,
+                str(target),
+                dynamo=False,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                **kwargs,
+            )
 
 
 def _name_batch_axis(target: Path) -> None:
@@ -81,14 +95,24 @@ def _real_inputs(spec: ModelSpec, data_dir: str | None, count: int = max(BATCH_S
 def check_opset(opset: int) -> None:
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
-        raise EdgeclsError(f"--opset {opset} is not supported: the installed onnx {onnx.__version__} writes "
-                           f"opsets {MIN_OPSET}..{newest} for these models")
+        raise EdgeclsError(
+            f"--opset {opset} is not supported: the installed onnx {onnx.__version__} writes "
+            f"opsets {MIN_OPSET}..{newest} for these models"
+        )
 
 
-def export_model(name: str, *, artifacts: str | Path = RUNS, checkpoint: str | Path | None = None,
-                 opset: int = DEFAULT_OPSET, exporter: str = "auto", atol: float | None = None,
-                 validate_parity: bool = True, data_dir: str | None = None, ort: bool = False,
-                 echo: Callable[[str], None] = print) -> ExportResult:
+def export_model(
+    name: str,
+    *,
+    artifacts: str | Path = RUNS,
+    checkpoint: str | Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "auto",
+    atol: float | None = None,
+    validate_parity: bool = True,
+    data_dir: str | None = None,
+    ort: bool = False,
+) -> ExportResult:
     """Export `name` to <artifacts>/<name>/model.onnx and write export.json; raises EdgeclsError when
     the ONNX file does not reproduce the eager logits."""
     if exporter not in ("auto", *EXPORTERS):
@@ -105,82 +129,114 @@ def export_model(name: str, *, artifacts: str | Path = RUNS, checkpoint: str | P
     ensure_writable_dir(out)
     real, real_source = _real_inputs(spec, data_dir) if validate_parity else (None, "validation skipped")
     if validate_parity and real is None:
-        echo(f"note: no real test images for validation ({real_source}); using random inputs only")
+        log.info(f"note: no real test images for validation ({real_source}); using random inputs only")
 
     candidates = list(EXPORTERS) if exporter == "auto" else [exporter]
-    tried: dict[str, dict] = {}
-    tmp_files: dict[str, Path] = {}
+    tmp_files = {exp: out / f".model.{exp}.{os.getpid()}.onnx.tmp" for exp in candidates}
     try:
-        for exp in candidates:
-            tmp = out / f".model.{exp}.{os.getpid()}.onnx.tmp"
-            tmp_files[exp] = tmp
-            try:
-                _export_one(model, spec, exp, opset, tmp)
-                _name_batch_axis(tmp)
-                onnx.checker.check_model(str(tmp), full_check=True)
-            except Exception as exc:  # exporter limits, unsupported opsets: reported per exporter
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                tried[exp] = {"exported": False, "error": msg[:500]}
-                continue
-            entry = {"exported": True, "batch_dims": batch_dim_names(str(tmp)), "op_types": op_types(str(tmp))}
-            entry["nodes"] = sum(entry["op_types"].values())
-            if validate_parity:
-                parity = validate(str(tmp), model, spec.input_shape, atol, real)
-                entry.update(passed=parity.passed and entry["batch_dims"] == ["batch", "batch"],
-                             parity=parity.rows, summary=parity.summary())
-                if entry["batch_dims"] != ["batch", "batch"]:
-                    entry["summary"] = f"batch axis not symbolic: {entry['batch_dims']}"
-            else:
-                entry["passed"] = entry["batch_dims"] == ["batch", "batch"]
-            if exporter == "auto" and entry["passed"]:
-                entry["timing"] = time_onnx(str(tmp), spec.input_shape)
-            tried[exp] = entry
-
+        tried = {
+            exp: _try_exporter(
+                model, spec, exp, opset, tmp_files[exp], atol, real, validate_parity, timed=exporter == "auto"
+            )
+            for exp in candidates
+        }
         chosen, why = _choose(tried, exporter)
         report = {
-            "model": name, "checkpoint": str(ckpt_path), "onnx": str(out / "model.onnx"),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "edgecls_version": edgecls.__version__, "torch_version": torch.__version__,
-            "onnx_version": onnx.__version__, "opset": opset, "atol": atol, "exporter_requested": exporter,
-            "exporter": chosen, "why": why, "validated": validate_parity, "real_images": real_source,
-            "batch_sizes": list(BATCH_SIZES), "passed": chosen is not None, "exporters": tried,
+            "model": name,
+            "checkpoint": str(ckpt_path),
+            "onnx": str(out / "model.onnx"),
+            **_versions(),
+            "opset": opset,
+            "atol": atol,
+            "exporter_requested": exporter,
+            "exporter": chosen,
+            "why": why,
+            "validated": validate_parity,
+            "real_images": real_source,
+            "batch_sizes": list(BATCH_SIZES),
+            "passed": chosen is not None,
+            "exporters": tried,
         }
         report_path = out / "export.json"
         if chosen is None:
             write_json(report_path, report)
-            raise EdgeclsError(f"export of {name} failed validation: {why}; report in {report_path}, "
-                               f"model.onnx not written")
-        info = ModelInfo(model=name, class_names=spec.class_names, input_shape=spec.input_shape,
-                         color_mode=spec.preprocess.color_mode, mean=spec.preprocess.mean,
-                         std=spec.preprocess.std, scale=spec.preprocess.scale,
-                         test_accuracy=ckpt.get("test_accuracy"), edgecls_version=edgecls.__version__,
-                         exporter=chosen, opset=opset, validated=validate_parity)
-        final_tmp = tmp_files[chosen]
-        onnx_model = onnx.load(str(final_tmp))
-        del onnx_model.metadata_props[:]
-        for key, value in info.to_props(dataset=spec.dataset, input_name=INPUT_NAME,
-                                        output_name=OUTPUT_NAME).items():
-            onnx_model.metadata_props.add(key=key, value=value)
-        onnx_model.producer_name, onnx_model.producer_version = "edgecls", edgecls.__version__
-        onnx.save(onnx_model, str(final_tmp))
-        onnx.checker.check_model(str(final_tmp), full_check=True)
-        os.replace(final_tmp, out / "model.onnx")
+            raise EdgeclsError(
+                f"export of {name} failed validation: {why}; report in {report_path}, model.onnx not written"
+            )
+        _describe(tmp_files[chosen], spec, ckpt.get("test_accuracy"), chosen, opset, validate_parity)
+        os.replace(tmp_files[chosen], out / "model.onnx")
         write_json(report_path, report)
     finally:
         for tmp in tmp_files.values():
             tmp.unlink(missing_ok=True)
     if not validate_parity:
-        echo("WARNING: --no-validate: model.onnx was NOT checked against the PyTorch model")
+        log.warning("WARNING: --no-validate: model.onnx was NOT checked against the PyTorch model")
     else:
-        echo(f"{name}: {tried[chosen]['summary']}")
-    echo(f"exported {name} with the {chosen} exporter (opset {opset}): {out / 'model.onnx'}; {why}")
+        log.info(f"{name}: {tried[chosen]['summary']}")
+    log.info(f"exported {name} with the {chosen} exporter (opset {opset}): {out / 'model.onnx'}; {why}")
     if ort:
-        _write_ort(out / "model.onnx", spec, real, atol, report, report_path, echo)
+        _write_ort(out / "model.onnx", spec, real, atol, report, report_path)
     return ExportResult(out / "model.onnx", report_path, chosen, report)
 
 
-def _write_ort(onnx_path: Path, spec: ModelSpec, real, atol: float, report: dict, report_path: Path,
-               echo: Callable[[str], None]) -> None:
+def _try_exporter(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    exporter: str,
+    opset: int,
+    tmp: Path,
+    atol: float,
+    real,
+    validate_parity: bool,
+    timed: bool,
+) -> dict:
+    """Export with one exporter into `tmp` and check it: the report entry for export.json."""
+    try:
+        _export_one(model, spec, exporter, opset, tmp)
+        _name_batch_axis(tmp)
+        onnx.checker.check_model(str(tmp), full_check=True)
+    except Exception as exc:  # exporter limits, unsupported opsets: reported per exporter
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {"exported": False, "error": msg[:500]}
+    entry = {"exported": True, "batch_dims": batch_dim_names(str(tmp)), "op_types": op_types(str(tmp))}
+    entry["nodes"] = sum(entry["op_types"].values())
+    symbolic = entry["batch_dims"] == ["batch", "batch"]
+    if validate_parity:
+        parity = validate(str(tmp), model, spec.input_shape, atol, real)
+        entry.update(passed=parity.passed and symbolic, parity=parity.rows, summary=parity.summary())
+        if not symbolic:
+            entry["summary"] = f"batch axis not symbolic: {entry['batch_dims']}"
+    else:
+        entry["passed"] = symbolic
+    if timed and entry["passed"]:
+        entry["timing"] = time_onnx(str(tmp), spec.input_shape)
+    return entry
+
+
+def _versions() -> dict:
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "edgecls_version": edgecls.__version__,
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+    }
+
+
+def _describe(path: Path, spec: ModelSpec, test_accuracy, exporter: str, opset: int, validated: bool) -> None:
+    """Write the file's self-description (edgecls.metadata) and producer, and check the file again."""
+    pre = spec.preprocess
+    info = ModelInfo(model=spec.name, class_names=spec.class_names, input_shape=spec.input_shape,
+                     color_mode=pre.color_mode, mean=pre.mean, std=pre.std, scale=pre.scale,
+                     test_accuracy=test_accuracy, edgecls_version=edgecls.__version__, exporter=exporter,
+                     opset=opset, validated=validated)  # fmt: skip
+    onnx_model = onnx.load(str(path))
+    write_props(onnx_model, info.to_props(dataset=spec.dataset, input_name=INPUT_NAME, output_name=OUTPUT_NAME))
+    onnx_model.producer_name, onnx_model.producer_version = "edgecls", edgecls.__version__
+    onnx.save(onnx_model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _write_ort(onnx_path: Path, spec: ModelSpec, real, atol: float, report: dict, report_path: Path) -> None:
     """model.ort beside model.onnx, checked on the real test images (and a seeded random batch)."""
     from .ort_format import write_ort
 
@@ -195,8 +251,10 @@ def _write_ort(onnx_path: Path, spec: ModelSpec, real, atol: float, report: dict
         raise
     finally:
         write_json(report_path, report)
-    echo(f"ORT format: {report['ort']['file']} ({report['ort']['bytes']:,} bytes, max |Δlogit| "
-         f"{report['ort']['max_abs_diff']:.1e} against model.onnx) and {report['ort']['operators']}")
+    log.info(
+        f"ORT format: {report['ort']['file']} ({report['ort']['bytes']:,} bytes, max |Δlogit| "
+        f"{report['ort']['max_abs_diff']:.1e} against model.onnx) and {report['ort']['operators']}"
+    )
 
 
 def _score(timing: dict[str, float]) -> float:

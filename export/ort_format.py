@@ -33,8 +33,9 @@ def _convert(onnx_path: Path, work: Path) -> tuple[Path, Path]:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             convert_onnx_models_to_ort(work / "model.onnx", optimization_styles=[OptimizationStyle.Fixed])
     except Exception as exc:
-        raise EdgeclsError(f"ORT's converter failed on {onnx_path} ({str(exc).strip().splitlines()[0][:200]}); "
-                           f"no {ORT_FILE} written") from None
+        raise EdgeclsError(
+            f"ORT's converter failed on {onnx_path} ({str(exc).strip().splitlines()[0][:200]}); no {ORT_FILE} written"
+        ) from None
     finally:
         if old is None:
             os.environ.pop("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", None)
@@ -70,12 +71,18 @@ def write_ort(onnx_path: Path, inputs: list[np.ndarray], atol: float) -> dict:
         ort_file, ops = _convert(onnx_path, work)
         report = ort_parity(onnx_path, ort_file, inputs, atol)
         if not report["passed"]:
-            raise EdgeclsError(f"{ORT_FILE} differs from {onnx_path.name} by {report['max_abs_diff']:.2e} "
-                               f"(atol {atol:g}) or in argmax; not written")
+            raise EdgeclsError(
+                f"{ORT_FILE} differs from {onnx_path.name} by {report['max_abs_diff']:.2e} "
+                f"(atol {atol:g}) or in argmax; not written"
+            )
         os.replace(ops, out / OPS_FILE)
         os.replace(ort_file, out / ORT_FILE)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report.update(file=str(out / ORT_FILE), bytes=(out / ORT_FILE).stat().st_size, optimization=f"Fixed, {LEVEL}",
-                  operators=str(out / OPS_FILE))
+    report.update(
+        file=str(out / ORT_FILE),
+        bytes=(out / ORT_FILE).stat().st_size,
+        optimization=f"Fixed, {LEVEL}",
+        operators=str(out / OPS_FILE),
+    )
     return report

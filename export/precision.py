@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -26,9 +26,11 @@ from edgecls.data import load_for_spec, normalize
 from edgecls.errors import EdgeclsError
 from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
 from edgecls.locations import refuse_shipped
+from edgecls.metadata import read_props, write_props
 from edgecls.registry import get_spec
 from edgecls.runtime import Classifier
 
+log = logging.getLogger(__name__)
 GATE_POINTS = 0.5
 PRECISIONS = ("int8", "fp16")
 
@@ -47,20 +49,24 @@ class Int8Recipe:
     keep_ends_fp32: bool = False  # the first and last Conv/Gemm/MatMul stay in float
 
     def describe(self) -> str:
-        return (f"static QDQ, per-channel int8 weights, uint8 activations, {self.method} calibration"
-                + (", reduce_range (7-bit weights)" if self.reduce_range else "")
-                + (", first and last layer in fp32" if self.keep_ends_fp32 else ""))
+        return (
+            f"static QDQ, per-channel int8 weights, uint8 activations, {self.method} calibration"
+            + (", reduce_range (7-bit weights)" if self.reduce_range else "")
+            + (", first and last layer in fp32" if self.keep_ends_fp32 else "")
+        )
 
 
 # reduce_range first: on CPUs without VNNI, ORT's u8s8 kernels can saturate with full 8-bit weights;
 # measured on cnn it kept 72.97 % of 73.01 % where plain MinMax lost 3 points.
-INT8_RECIPES = (Int8Recipe("minmax-reduce-range", reduce_range=True),
-                Int8Recipe("minmax-ends-fp32", keep_ends_fp32=True),
-                Int8Recipe("percentile", method="Percentile"))
+INT8_RECIPES = (
+    Int8Recipe("minmax-reduce-range", reduce_range=True),
+    Int8Recipe("minmax-ends-fp32", keep_ends_fp32=True),
+    Int8Recipe("percentile", method="Percentile"),
+)
 
 
 def test_accuracy(classifier: Classifier, images: np.ndarray, labels: np.ndarray, batch: int = 256) -> float:
-    preds = np.concatenate([classifier.run(images[i:i + batch]).argmax(1) for i in range(0, len(images), batch)])
+    preds = np.concatenate([classifier.run(images[i : i + batch]).argmax(1) for i in range(0, len(images), batch)])
     return float(100 * np.mean(preds == labels))
 
 
@@ -72,12 +78,18 @@ def _calibration(spec, data_dir, count: int) -> np.ndarray:
 
 
 def _int8(src: Path, target: Path, recipe: Int8Recipe, calibration: np.ndarray, input_name: str) -> None:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{input_name: calibration[i:i + 64]} for i in range(0, len(calibration), 64)])
+            self.batches = iter([{input_name: calibration[i : i + 64]} for i in range(0, len(calibration), 64)])
 
         def get_next(self):
             return next(self.batches, None)
@@ -88,10 +100,18 @@ def _int8(src: Path, target: Path, recipe: Int8Recipe, calibration: np.ndarray, 
         layers = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
         exclude = [layers[0], layers[-1]] if recipe.keep_ends_fp32 and layers else []
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
-            quantize_static(str(pre), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            reduce_range=recipe.reduce_range, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, recipe.method),
-                            nodes_to_exclude=exclude)
+            quantize_static(
+                str(pre),
+                str(target),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=recipe.reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, recipe.method),
+                nodes_to_exclude=exclude,
+            )
 
 
 def _fp16(src: Path, target: Path) -> None:
@@ -103,8 +123,7 @@ def _fp16(src: Path, target: Path) -> None:
 def _loads_safely(path: Path) -> None:
     """Load `path` in a child process first: ORT 1.31's CPU provider crashed (SIGSEGV) creating a session for
     the fp16 rnn graph, which would take this process down with it instead of failing one recipe."""
-    probe = ("import sys, onnxruntime as o; "
-             "o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])")
+    probe = "import sys, onnxruntime as o; o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
     done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True)
     if done.returncode < 0:
         raise RuntimeError(f"ONNX Runtime's CPU provider crashed loading it (signal {-done.returncode})")
@@ -115,16 +134,14 @@ def _loads_safely(path: Path) -> None:
 
 def _stamp(src: Path, target: Path, precision: str, method: str) -> None:
     """The fp32 file's metadata (class names, preprocessing, ...) plus precision and method."""
-    props = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
     model = onnx.load(str(target))
-    del model.metadata_props[:]
-    for key, value in {**props, "precision": precision, "precision_method": method}.items():
-        model.metadata_props.add(key=key, value=value)
+    write_props(model, {**read_props(onnx.load(str(src))), "precision": precision, "precision_method": method})
     onnx.save(model, str(target))
 
 
-def make_variant(name: str, precision: str, source: Path, out_dir: Path, data_dir: str | None = None,
-                 calibration: int = 512, echo: Callable[[str], None] = print) -> dict:
+def make_variant(
+    name: str, precision: str, source: Path, out_dir: Path, data_dir: str | None = None, calibration: int = 512
+) -> dict:
     """Write <out_dir>/model.<precision>.onnx from the fp32 `source` when it passes the accuracy gate."""
     if precision not in PRECISIONS:
         raise EdgeclsError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision})")
@@ -139,7 +156,7 @@ def make_variant(name: str, precision: str, source: Path, out_dir: Path, data_di
     test = load_for_spec(spec, "test", data_dir, download=False)
     images, labels = normalize(test.images(), spec.preprocess).numpy(), test.labels.numpy()
     base = test_accuracy(fp32, images, labels)
-    echo(f"{name} fp32: {base:.2f} % on the {len(labels):,} test images ({source})")
+    log.info(f"{name} fp32: {base:.2f} % on the {len(labels):,} test images ({source})")
     target = out_dir / f"model.{precision}.onnx"
     tried = []
     if precision == "fp16":
@@ -151,28 +168,46 @@ def make_variant(name: str, precision: str, source: Path, out_dir: Path, data_di
     for label, method, recipe in candidates:
         try:
             with atomic_path(target) as tmp:  # renamed into place only if the block ends normally
-                _fp16(source, tmp) if recipe is None else _int8(source, tmp, recipe, cal, fp32.session.get_inputs()[0].name)
+                _fp16(source, tmp) if recipe is None else _int8(source, tmp, recipe, cal, fp32.engine.inputs()[0].name)
                 _stamp(source, tmp, precision, method)
                 _loads_safely(tmp)
                 acc = test_accuracy(Classifier(tmp, "cpu"), images, labels)
-                tried.append({"recipe": label, "method": method, "accuracy_pct": acc, "drop_points": base - acc,
-                              "passed": base - acc <= GATE_POINTS})
-                echo(f"  {label}: {acc:.2f} % ({acc - base:+.2f} points against fp32)"
-                     f"{'  kept' if tried[-1]['passed'] else ''}")
+                tried.append(
+                    {
+                        "recipe": label,
+                        "method": method,
+                        "accuracy_pct": acc,
+                        "drop_points": base - acc,
+                        "passed": base - acc <= GATE_POINTS,
+                    }
+                )
+                log.info(
+                    f"  {label}: {acc:.2f} % ({acc - base:+.2f} points against fp32)"
+                    f"{'  kept' if tried[-1]['passed'] else ''}"
+                )
                 if not tried[-1]["passed"]:
                     raise _BelowGate
         except _BelowGate:
             continue
         except Exception as exc:  # a converter or a kernel that cannot handle this graph: recorded, next
             tried.append({"recipe": label, "method": method, "error": str(exc).strip().splitlines()[0][:300]})
-            echo(f"  {label}: failed ({tried[-1]['error']})")
+            log.info(f"  {label}: failed ({tried[-1]['error']})")
             continue
         kept = tried[-1]
         break
-    report = {"model": name, "precision": precision, "source": str(source), "fp32_accuracy_pct": base,
-              "test_images": len(labels), "gate_points": GATE_POINTS, "tried": tried, "kept": kept,
-              "file": str(target) if kept else None,
-              "bytes": target.stat().st_size if kept else None, "fp32_bytes": source.stat().st_size}
+    report = {
+        "model": name,
+        "precision": precision,
+        "source": str(source),
+        "fp32_accuracy_pct": base,
+        "test_images": len(labels),
+        "gate_points": GATE_POINTS,
+        "tried": tried,
+        "kept": kept,
+        "file": str(target) if kept else None,
+        "bytes": target.stat().st_size if kept else None,
+        "fp32_bytes": source.stat().st_size,
+    }
     reports = out_dir / "precision.json"
     existing = {}
     if reports.is_file():
@@ -184,7 +219,9 @@ def make_variant(name: str, precision: str, source: Path, out_dir: Path, data_di
     if kept is None:
         scores = [t["accuracy_pct"] for t in tried if "accuracy_pct" in t]
         best = f"best {max(scores):.2f} %" if scores else f"none could run: {tried[-1]['error']}"
-        raise EdgeclsError(f"no {precision} variant of {name} within {GATE_POINTS} points of fp32 ({base:.2f} %; "
-                           f"{best}); nothing written, figures in {reports}")
-    echo(f"wrote {target} ({report['bytes']:,} bytes, fp32 {report['fp32_bytes']:,}); {kept['method']}")
+        raise EdgeclsError(
+            f"no {precision} variant of {name} within {GATE_POINTS} points of fp32 ({base:.2f} %; "
+            f"{best}); nothing written, figures in {reports}"
+        )
+    log.info(f"wrote {target} ({report['bytes']:,} bytes, fp32 {report['fp32_bytes']:,}); {kept['method']}")
     return report

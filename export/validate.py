@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import collections
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import torch
 
-from edgecls.runtime.metadata import INPUT_NAME
-from edgecls.runtime.parallel import BatchParallel, available_cpus
-from edgecls.runtime.session import create_session
+from edgecls.runtime import open_engine
+from edgecls.runtime.parallel import available_cpus
+from edgecls.timing import time_calls
 
 BATCH_SIZES = (1, 2, 7, 64)
 REL_FLOOR = 1e-3  # relative differences are taken against max(|eager logit|, this floor)
@@ -35,8 +34,10 @@ class ParityReport:
         w = self.worst
         if "error" in w:
             return f"worst at batch {w['batch']} ({w['inputs']} inputs): {w['error']}"
-        return (f"worst at batch {w['batch']} ({w['inputs']} inputs): max |Δlogit| {w['max_abs_diff']:.3g} "
-                f"(atol {self.atol:g}), {w['argmax_mismatches']} argmax mismatches")
+        return (
+            f"worst at batch {w['batch']} ({w['inputs']} inputs): max |Δlogit| {w['max_abs_diff']:.3g} "
+            f"(atol {self.atol:g}), {w['argmax_mismatches']} argmax mismatches"
+        )
 
 
 def compare_logits(eager: np.ndarray, onnx_out: np.ndarray, atol: float) -> dict:
@@ -53,11 +54,17 @@ def compare_logits(eager: np.ndarray, onnx_out: np.ndarray, atol: float) -> dict
     }
 
 
-def validate(onnx_path: str, model: torch.nn.Module, input_shape: tuple[int, ...], atol: float,
-             real_inputs: torch.Tensor | None = None, seed: int = 0) -> ParityReport:
+def validate(
+    onnx_path: str,
+    model: torch.nn.Module,
+    input_shape: tuple[int, ...],
+    atol: float,
+    real_inputs: torch.Tensor | None = None,
+    seed: int = 0,
+) -> ParityReport:
     """Run ONNX Runtime (CPU provider) and the eager model at every batch size on random inputs and,
     when given, real (already normalized) images."""
-    session, _ = create_session(onnx_path, "cpu")
+    engine = open_engine(onnx_path, "cpu", split=False)
     report = ParityReport(atol)
     gen = torch.Generator().manual_seed(seed)
     model.eval()
@@ -68,30 +75,35 @@ def validate(onnx_path: str, model: torch.nn.Module, input_shape: tuple[int, ...
             with torch.inference_mode():
                 eager = model(x).numpy()
             try:
-                got = session.run(None, {INPUT_NAME: x.numpy()})[0]
+                got = engine.run(x.numpy())
                 error = None if got.shape == eager.shape else f"output shape {list(got.shape)} != {list(eager.shape)}"
             except Exception as exc:  # e.g. a batch size frozen into the graph: ORT refuses other batches
                 error = f"ONNX Runtime failed: {str(exc).strip().splitlines()[-1][:300]}"
             if error:
-                report.rows.append({"batch": batch, "inputs": kind, "max_abs_diff": float("inf"),
-                                    "max_rel_diff": float("inf"), "argmax_agreement": 0.0,
-                                    "argmax_mismatches": batch, "near_ties": 0, "error": error})
+                report.rows.append(
+                    {
+                        "batch": batch,
+                        "inputs": kind,
+                        "max_abs_diff": float("inf"),
+                        "max_rel_diff": float("inf"),
+                        "argmax_agreement": 0.0,
+                        "argmax_mismatches": batch,
+                        "near_ties": 0,
+                        "error": error,
+                    }
+                )
                 continue
             report.rows.append({"batch": len(x), "inputs": kind, **compare_logits(eager, got, atol)})
             if batch == max(BATCH_SIZES) and not error:  # the runtime's batch split must answer the same
-                split = _split_runner(onnx_path, 2)
-                got = split(x.numpy())
-                report.rows.append({"batch": len(x), "inputs": f"{kind}, split over 2 x 1-thread sessions",
-                                    **compare_logits(eager, got, atol)})
+                got = open_engine(onnx_path, "cpu", threads=2).run(x.numpy())
+                report.rows.append(
+                    {
+                        "batch": len(x),
+                        "inputs": f"{kind}, split over 2 x 1-thread sessions",
+                        **compare_logits(eager, got, atol),
+                    }
+                )
     return report
-
-
-def _split_runner(onnx_path: str, threads: int):
-    """What Classifier.run does on the CPU: big batches split over 1-thread sessions."""
-    session, _ = create_session(onnx_path, "cpu", threads)
-    if threads < 2:
-        return lambda x: session.run(None, {INPUT_NAME: x})[0]
-    return BatchParallel(lambda: create_session(onnx_path, "cpu", 1)[0], INPUT_NAME, threads, whole=session).run
 
 
 def op_types(onnx_path: str) -> dict[str, int]:
@@ -113,16 +125,10 @@ def batch_dim_names(onnx_path: str) -> list[str]:
 def time_onnx(onnx_path: str, input_shape: tuple[int, ...], batches=(1, 256), repeats: int = 15) -> dict[str, float]:
     """Median ms per image at each batch size through the runtime's own CPU execution (the batch split
     included, all this process's cores); used to choose between exporters."""
-    run = _split_runner(onnx_path, available_cpus())
+    engine = open_engine(onnx_path, "cpu", available_cpus())
     out = {}
     for batch in batches:
         x = np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)
-        for _ in range(3):
-            run(x)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run(x)
-            times.append(time.perf_counter() - t0)
+        times = time_calls(lambda x=x: engine.run(x), seconds=0, min_reps=repeats, warmup=3)
         out[f"batch_{batch}_ms_per_image"] = 1000 * float(np.median(times)) / batch
     return out

@@ -1,7 +1,19 @@
 """Edge runtime (`edgecls.runtime`): ONNX Runtime, numpy and Pillow only; it never imports torch."""
 
-from .classifier import Classifier, softmax
-from .metadata import ModelInfo
-from .preprocess import ImageError, convert_mode, load_image
+from edgecls.metadata import ModelInfo
 
-__all__ = ["Classifier", "ImageError", "ModelInfo", "convert_mode", "load_image", "softmax"]
+from .classifier import Classifier, softmax
+from .engine import Engine, open_engine
+from .preprocess import ImageError, Preprocessor, convert_mode, load_image
+
+__all__ = [
+    "Classifier",
+    "Engine",
+    "ImageError",
+    "ModelInfo",
+    "Preprocessor",
+    "convert_mode",
+    "load_image",
+    "open_engine",
+    "softmax",
+]

@@ -5,7 +5,7 @@ was mostly Python-level work under the GIL, so worker threads were slower than d
 (0.94x), while worker processes gave 1.46x (2 processes) and 1.70x (3). With libjpeg-turbo called
 directly (jpeg.py) such files decode as fast inline as in 2 workers or faster, while 4000x3000 photos
 gain about 1.5x from 2 workers on top of reduced-scale decoding: hence infer's --workers auto. Each task
-decodes a whole batch, so there is one hand-over per batch.
+decodes a whole batch (Preprocessor.decode), so there is one hand-over per batch.
 """
 
 from __future__ import annotations
@@ -16,23 +16,10 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from .metadata import ModelInfo
-from .preprocess import ImageError, file_to_uint8
-
-
-def decode_batch(info: ModelInfo, draft: tuple[int, int] | None, paths: list[str], fast_jpeg: bool = True) -> list:
-    """Per path: uint8 [C, H, W], or the reason (str) it is not a usable image."""
-    out = []
-    for p in paths:
-        try:
-            out.append(file_to_uint8(p, info, draft, fast_jpeg=fast_jpeg))
-        except ImageError as exc:
-            out.append(str(exc))
-    return out
-
 
 def _exit_with(parent: int) -> None:
     """A worker ends itself once `parent` is gone (killed with SIGKILL, say), instead of idling on."""
+
     def watch():
         while True:
             time.sleep(0.5)
@@ -52,5 +39,9 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     watch = os.name == "posix"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with if watch else None,
-                               initargs=(os.getpid(),) if watch else ())
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_exit_with if watch else None,
+        initargs=(os.getpid(),) if watch else (),
+    )

@@ -5,28 +5,24 @@ from __future__ import annotations
 
 import collections
 import csv
-import functools
 import io
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 import numpy as np
 from tqdm import tqdm
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, UsageError
 
 from .classifier import Classifier, softmax
-from .decode import decode_batch, process_pool
+from .decode import process_pool
 from .parallel import available_cpus
-
-
-class UsageError(EdgeclsError):
-    """Nothing could be classified: bad paths or options (exit code 2)."""
 
 
 @dataclass
@@ -43,8 +39,11 @@ def collect_files(paths: list[str]) -> list[Path]:
         if p.is_file():
             files.append(p)
         elif p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file()
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
             if not found:
                 raise UsageError(f"folder {p} holds no files to classify")
             files += found
@@ -70,8 +69,11 @@ def default_workers() -> int:
 
 def pool_pays(decode_s_per_image: float, remaining: int, cpus: int | None = None) -> bool:
     """--workers auto: would decode workers beat decoding in this thread for `remaining` more files?"""
-    return ((cpus or available_cpus()) >= 2 and decode_s_per_image >= AUTO_MIN_IMAGE_S
-            and decode_s_per_image * remaining >= AUTO_MIN_DECODE_S)
+    return (
+        (cpus or available_cpus()) >= 2
+        and decode_s_per_image >= AUTO_MIN_IMAGE_S
+        and decode_s_per_image * remaining >= AUTO_MIN_DECODE_S
+    )
 
 
 def decoding_text(workers: int) -> str:
@@ -79,15 +81,21 @@ def decoding_text(workers: int) -> str:
     return f"{workers} decode worker processes" if workers else "decoding in the main process"
 
 
-def stream_predictions(classifier: Classifier, files: list[Path], batch_size: int, top_k: int,
-                       workers: int | None = 0, warn=lambda msg: print(msg, file=sys.stderr),
-                       on_choice=lambda workers: None) -> Iterator[list[Prediction]]:
+def stream_predictions(
+    classifier: Classifier,
+    files: list[Path],
+    batch_size: int,
+    top_k: int,
+    workers: int | None = 0,
+    warn=lambda msg: print(msg, file=sys.stderr),
+    on_choice=lambda workers: None,
+) -> Iterator[list[Prediction]]:
     """Predictions batch by batch, in input order. With `workers` > 0 (and enough files), that many
     processes decode up to PREFETCH batches ahead while ONNX Runtime runs the current one; with 0 this
     thread decodes. None (auto) times this thread decoding the first batch, then starts
     default_workers() processes only if `pool_pays`; `on_choice` hears the worker count used (0: none). At most
     PREFETCH + 1 batches of pixels are held, whatever the number of files."""
-    chunks = (files[i:i + batch_size] for i in range(0, len(files), batch_size))
+    chunks = (files[i : i + batch_size] for i in range(0, len(files), batch_size))
 
     def predict(chunk: list[Path], decoded: list) -> list[Prediction]:
         preds, arrays, ok = [], [], []
@@ -105,7 +113,7 @@ def stream_predictions(classifier: Classifier, files: list[Path], batch_size: in
         return preds
 
     # one picklable job, run here or in a worker process: list of paths -> decoded images or reasons
-    job = functools.partial(decode_batch, classifier.info, classifier.draft_size, fast_jpeg=classifier.fast_jpeg)
+    job = classifier.preprocess.decode
 
     if workers is None:
         first = next(chunks, None)
@@ -141,12 +149,19 @@ def _pooled(job, chunks: Iterator[list[Path]], workers: int, predict) -> Iterato
             yield predict(chunk0, future.result())
 
 
-def classify_files(classifier: Classifier, files: list[Path], batch_size: int, top_k: int,
-                   warn=lambda msg: print(msg, file=sys.stderr), workers: int | None = 0,
-                   on_choice=lambda workers: None) -> list[Prediction]:
+def classify_files(
+    classifier: Classifier,
+    files: list[Path],
+    batch_size: int,
+    top_k: int,
+    warn=lambda msg: print(msg, file=sys.stderr),
+    workers: int | None = 0,
+    on_choice=lambda workers: None,
+) -> list[Prediction]:
     """Every prediction in a list (for callers that want them all at once, such as the bench)."""
-    return [p for batch in stream_predictions(classifier, files, batch_size, top_k, workers, warn, on_choice)
-            for p in batch]
+    return [
+        p for batch in stream_predictions(classifier, files, batch_size, top_k, workers, warn, on_choice) for p in batch
+    ]
 
 
 class Writer:
@@ -178,7 +193,9 @@ class Writer:
                 if self.fmt == "jsonl":
                     self.stream.write(item + "\n")
                 else:
-                    self.stream.write(("\n" if self.first else ",\n") + "\n".join("  " + line for line in item.splitlines()))
+                    self.stream.write(
+                        ("\n" if self.first else ",\n") + "\n".join("  " + line for line in item.splitlines())
+                    )
                     self.first = False
         else:
             for r in results:
@@ -193,40 +210,62 @@ class Writer:
 
 
 def _record(r: Prediction) -> dict:
-    return {"file": r.file, "status": "error" if r.error else "ok", "error": r.error,
-            "top_k": [{"label": lab, "probability": round(p, 6)} for lab, p in r.top]}
+    return {
+        "file": r.file,
+        "status": "error" if r.error else "ok",
+        "error": r.error,
+        "top_k": [{"label": lab, "probability": round(p, 6)} for lab, p in r.top],
+    }
 
 
 def resume_point(partial: Path, fmt: str, header: list[str], files: list[Path]) -> tuple[int, int]:
     """(files already done, how many of them failed) in an interrupted output; a half-written last line
     is cut off. The rows must be exactly the first inputs, in order."""
     data = partial.read_bytes()
-    complete = data[:data.rfind(b"\n") + 1]
+    complete = data[: data.rfind(b"\n") + 1]
     if len(complete) != len(data):
         with open(partial, "r+b") as fh:
             fh.truncate(len(complete))
     lines = complete.decode("utf-8").splitlines()
     if fmt == "csv":
         if not lines or next(csv.reader([lines[0]])) != header:
-            raise UsageError(f"--resume: {partial} does not start with the header of --format csv --top-k "
-                             f"{len(header) // 2 - 1}; run without --resume")
+            raise UsageError(
+                f"--resume: {partial} does not start with the header of --format csv --top-k "
+                f"{len(header) // 2 - 1}; run without --resume"
+            )
         rows = [(row[0], row[1] != "ok") for row in csv.reader(lines[1:])]
     else:
         try:
             rows = [(rec["file"], rec["status"] != "ok") for rec in map(json.loads, lines)]
         except (ValueError, KeyError, TypeError):
-            raise UsageError(f"--resume: {partial} is not JSON Lines from edgecls infer; run without --resume") from None
+            raise UsageError(
+                f"--resume: {partial} is not JSON Lines from edgecls infer; run without --resume"
+            ) from None
     for i, (name, _) in enumerate(rows):
         if i >= len(files) or name != str(files[i]):
             expected = str(files[i]) if i < len(files) else "nothing"
-            raise UsageError(f"--resume: row {i + 1} of {partial} is {name}, but input {i + 1} is {expected}; "
-                             "the inputs changed, so run without --resume")
+            raise UsageError(
+                f"--resume: row {i + 1} of {partial} is {name}, but input {i + 1} is {expected}; "
+                "the inputs changed, so run without --resume"
+            )
     return len(rows), sum(failed for _, failed in rows)
 
 
-def infer(paths: list[str], onnx_path: str, provider: str = "auto", batch_size: int = 64, top_k: int = 1,
-          fmt: str = "table", output: str | None = None, threads: int | None = None, out=None, err=None,
-          workers: int | None = None, draft: bool = True, resume: bool = False) -> int:
+def infer(
+    paths: list[str],
+    onnx_path: str,
+    provider: str = "auto",
+    batch_size: int = 64,
+    top_k: int = 1,
+    fmt: str = "table",
+    output: str | None = None,
+    threads: int | None = None,
+    out=None,
+    err=None,
+    workers: int | None = None,
+    draft: bool = True,
+    resume: bool = False,
+) -> int:
     """Classify `paths`; returns the exit code: 0 all classified, 1 some files skipped.
 
     With --output the results stream into FILE.partial, which is renamed to FILE once complete: an
@@ -256,22 +295,36 @@ def infer(paths: list[str], onnx_path: str, provider: str = "auto", batch_size: 
     done = failed_before = 0
     if resume:
         if not partial.is_file():
-            raise UsageError(f"--resume: no interrupted run to continue ({partial} does not exist); "
-                             "run without --resume")
+            raise UsageError(
+                f"--resume: no interrupted run to continue ({partial} does not exist); run without --resume"
+            )
         done, failed_before = resume_point(partial, fmt, Writer(io.StringIO(), fmt, top_k).csv_header(), files)
         print(f"resuming {partial}: {done} of {len(files)} files already done", file=err)
-    stream = (open(partial, "a" if resume else "w", encoding="utf-8", newline="") if partial else out)
+    stream = open(partial, "a" if resume else "w", encoding="utf-8", newline="") if partial else out
     writer = Writer(stream, fmt, top_k, width=max([len(str(f)) for f in files] + [4]))
     t0 = time.perf_counter()
     count = skipped = 0
     decoding = [0]  # the decode workers stream_predictions chose
-    bar = tqdm(total=len(files), initial=done, unit="img", file=err, desc="classifying",
-               disable=None if len(files) >= 200 else True)
+    bar = tqdm(
+        total=len(files),
+        initial=done,
+        unit="img",
+        file=err,
+        desc="classifying",
+        disable=None if len(files) >= 200 else True,
+    )
     try:
         if not resume:
             writer.start()
-        for batch in stream_predictions(classifier, files[done:], batch_size, top_k, workers,
-                                        warn=lambda m: print(m, file=err), on_choice=decoding.append):
+        for batch in stream_predictions(
+            classifier,
+            files[done:],
+            batch_size,
+            top_k,
+            workers,
+            warn=lambda m: print(m, file=err),
+            on_choice=decoding.append,
+        ):
             writer.write(batch)
             count += len(batch)
             skipped += sum(1 for r in batch if r.error)
@@ -285,8 +338,10 @@ def infer(paths: list[str], onnx_path: str, provider: str = "auto", batch_size: 
         os.replace(partial, output)
     seconds = time.perf_counter() - t0
     ok = count - skipped
-    print(f"classified {ok} of {count} files ({skipped} skipped) in {seconds:.2f} s, "
-          f"{ok / seconds if seconds else 0:.0f} img/s, {decoding_text(decoding[-1])}, provider {classifier.providers[0]}, "
-          f"model {onnx_path}"
-          + (f"; {done} done before resuming" if resume else ""), file=err)
+    print(
+        f"classified {ok} of {count} files ({skipped} skipped) in {seconds:.2f} s, "
+        f"{ok / seconds if seconds else 0:.0f} img/s, {decoding_text(decoding[-1])}, "
+        f"provider {classifier.providers[0]}, model {onnx_path}" + (f"; {done} done before resuming" if resume else ""),
+        file=err,
+    )
     return 1 if skipped or failed_before else 0

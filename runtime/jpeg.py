@@ -47,8 +47,11 @@ def decode(data: bytes, mode: str, draft: tuple[int, int] | None = None) -> np.n
         if space not in _SPACES[mode] or (limit and width * height > limit):
             return None
         scale = draft_scale(width, height, draft)
-        sized = {} if scale == 1 else {"min_factor": scale, "min_width": -(-width // scale),
-                                        "min_height": -(-height // scale)}
+        sized = (
+            {}
+            if scale == 1
+            else {"min_factor": scale, "min_width": -(-width // scale), "min_height": -(-height // scale)}
+        )
         pixels = simplejpeg.decode_jpeg(data, "GRAY" if mode == "L" else "RGB", **sized)
     except ValueError:  # truncated, corrupt, or unsupported: Pillow gives its own verdict
         return None

@@ -2,20 +2,24 @@
 
 The arithmetic is the training pipeline's: uint8 pixels * scale, then (x - mean) / std per channel,
 in float32. Decoding and mode conversion are what a user's file needs to look like the training data.
+`Preprocessor` is the one path every consumer takes: infer (and its decode workers), serve, Ray and
+evaluate, through `Classifier.preprocess`.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile
 
+from edgecls.metadata import ModelInfo
+
 from . import jpeg
-from .metadata import ModelInfo
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
 
@@ -24,8 +28,7 @@ class ImageError(Exception):
     """A file that is not a readable image; infer reports it and goes on with the others."""
 
 
-def load_image(source: str | BinaryIO, strict_size: bool = False,
-               draft: tuple[int, int] | None = None) -> Image.Image:
+def load_image(source: str | BinaryIO, strict_size: bool = False, draft: tuple[int, int] | None = None) -> Image.Image:
     """Decode a file path or a binary file object. `strict_size` (the server) refuses anything over
     Pillow's MAX_IMAGE_PIXELS, where Pillow itself only warns up to twice that. `draft` (w, h): a JPEG
     at least twice that size decodes at 1/2, 1/4 or 1/8 scale, never below it (libjpeg's DCT scaling:
@@ -86,8 +89,13 @@ def image_to_uint8(im: Image.Image | np.ndarray, info: ModelInfo) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def file_to_uint8(source: str | Path | BinaryIO, info: ModelInfo, draft: tuple[int, int] | None = None,
-                  strict_size: bool = False, fast_jpeg: bool = True) -> np.ndarray:
+def file_to_uint8(
+    source: str | Path | BinaryIO,
+    info: ModelInfo,
+    draft: tuple[int, int] | None = None,
+    strict_size: bool = False,
+    fast_jpeg: bool = True,
+) -> np.ndarray:
     """An image file -> uint8 [C, H, W]: JPEGs through libjpeg-turbo directly where that gives
     Pillow's pixels (jpeg.py), everything else through load_image. Raises ImageError."""
     if fast_jpeg and jpeg.available():
@@ -114,3 +122,49 @@ def normalize(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
     mean = np.asarray(info.mean, dtype=np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(info.std, dtype=np.float32).reshape(1, -1, 1, 1)
     return ((batch.astype(np.float32) * np.float32(info.scale) - mean) / std).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """A model's preprocessing, bound to its metadata. Picklable: decode worker processes run it.
+
+    `draft` (w, h): JPEG files at least twice that size decode at a reduced scale (load_image); None
+    decodes at full size. `fast_jpeg`: JPEG files decode through libjpeg-turbo directly, to the same
+    pixels as Pillow (jpeg.py); False decodes every file with Pillow (the earlier path, for comparisons)."""
+
+    info: ModelInfo
+    draft: tuple[int, int] | None = None
+    fast_jpeg: bool = True
+
+    @classmethod
+    def for_model(cls, info: ModelInfo, draft: bool = True, fast_jpeg: bool = True) -> Preprocessor:
+        c, h, w = info.input_shape
+        return cls(
+            info, (2 * w, 2 * h) if draft else None, fast_jpeg
+        )  # never below twice the input: resize antialiases
+
+    def to_uint8(self, image, strict_size: bool = False) -> np.ndarray:
+        """A path, a binary file object, a Pillow image, or a uint8 array (H×W, H×W×C or C×H×W)
+        -> uint8 [C, H, W]. Files are decoded with file_to_uint8 (`strict_size`: the server's limit)."""
+        if isinstance(image, (str, Path)) or hasattr(image, "read"):
+            return file_to_uint8(image, self.info, self.draft, strict_size, self.fast_jpeg)
+        if isinstance(image, np.ndarray):
+            if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+                image = image.transpose(1, 2, 0)
+            image = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image)
+        return image_to_uint8(image, self.info)
+
+    def decode(self, sources: list, strict_size: bool = False) -> list:
+        """Per file (a path, or the bytes of an upload): uint8 [C, H, W], or the reason (str) it is not a
+        usable image."""
+        out = []
+        for source in sources:
+            try:
+                out.append(self.to_uint8(io.BytesIO(source) if isinstance(source, bytes) else source, strict_size))
+            except ImageError as exc:
+                out.append(str(exc))
+        return out
+
+    def normalize(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 [N, C, H, W] -> the model's float32 input."""
+        return normalize(batch, self.info)

@@ -9,7 +9,6 @@ plain runtime's: the same decoding (runtime.preprocess) and the same Classifier.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -19,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, UsageError
 from edgecls.runtime.classifier import Classifier, softmax
-from edgecls.runtime.infer import UsageError, collect_files
+from edgecls.runtime.infer import collect_files
 from edgecls.runtime.parallel import available_cpus
-from edgecls.runtime.preprocess import ImageError
 
-RAY_MISSING = ("--engine ray needs the ray extra (Ray Data); install it with pip install 'edgecls[ray]' "
-               "(in a checkout: pip install -e '.[ray]')")
+RAY_MISSING = (
+    "--engine ray needs the ray extra (Ray Data); install it with pip install 'edgecls[ray]' "
+    "(in a checkout: pip install -e '.[ray]')"
+)
 
 
 class Predictor:
@@ -38,14 +38,9 @@ class Predictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         c = self.classifier
-        arrays, errors = [], []
-        for data in batch["bytes"]:
-            try:
-                arrays.append(c.to_uint8(io.BytesIO(data)))
-                errors.append(None)
-            except ImageError as exc:
-                arrays.append(None)
-                errors.append(str(exc))
+        decoded = c.preprocess.decode([bytes(data) for data in batch["bytes"]])  # the plain engine's decoding
+        errors = [d if isinstance(d, str) else None for d in decoded]
+        arrays = [None if isinstance(d, str) else d for d in decoded]
         good = [i for i, e in enumerate(errors) if e is None]
         k, n = self.top_k, len(errors)
         probs = np.full((n, len(c.class_names)), np.nan, np.float32)
@@ -63,9 +58,19 @@ class Predictor:
         return out
 
 
-def infer_ray(paths: list[str], onnx_path: str, output: str, provider: str = "auto", batch_size: int = 64,
-              top_k: int = 1, fmt: str = "parquet", actors: int | None = None, cpus_per_actor: int = 1,
-              draft: bool = True, err=None) -> int:
+def infer_ray(
+    paths: list[str],
+    onnx_path: str,
+    output: str,
+    provider: str = "auto",
+    batch_size: int = 64,
+    top_k: int = 1,
+    fmt: str = "parquet",
+    actors: int | None = None,
+    cpus_per_actor: int = 1,
+    draft: bool = True,
+    err=None,
+) -> int:
     """Classify `paths` on Ray; results go to the folder `output`. Returns the exit code of `infer`."""
     err = err or sys.stderr
     try:
@@ -94,27 +99,43 @@ def infer_ray(paths: list[str], onnx_path: str, output: str, provider: str = "au
     if not ray.is_initialized():
         # RAY_ADDRESS set: join that cluster; else start a local Ray on this machine's cores.
         local_ray = not os.environ.get("RAY_ADDRESS")
-        ray.init(num_cpus=available_cpus() if local_ray else None, include_dashboard=False,
-                 logging_level="ERROR", log_to_driver=False, configure_logging=True)
+        ray.init(
+            num_cpus=available_cpus() if local_ray else None,
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+            configure_logging=True,
+        )
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = 1 if provider == "cuda" else 0
     # One CPU stays free for Ray Data's read tasks: a pool that takes every CPU starves them and stalls.
     actors = actors or max(1, (cpus - 1) // cpus_per_actor)
     if actors * cpus_per_actor >= cpus:
-        raise UsageError(f"--actors {actors} x --cpus-per-actor {cpus_per_actor} would take all {cpus} CPUs of the "
-                         "Ray cluster and leave none to read the files; ask for fewer")
+        raise UsageError(
+            f"--actors {actors} x --cpus-per-actor {cpus_per_actor} would take all {cpus} CPUs of the "
+            "Ray cluster and leave none to read the files; ask for fewer"
+        )
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows in input order, like the plain engine
     ctx.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-run plan and log-folder lines
     t0 = time.perf_counter()
-    ds = ray.data.read_binary_files(files, include_paths=True).map_batches(
-        Predictor, fn_constructor_args=(str(Path(onnx_path).resolve()), provider, cpus_per_actor, top_k, draft),
-        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=cpus_per_actor, num_gpus=gpus).materialize()
+    ds = (
+        ray.data.read_binary_files(files, include_paths=True)
+        .map_batches(
+            Predictor,
+            fn_constructor_args=(str(Path(onnx_path).resolve()), provider, cpus_per_actor, top_k, draft),
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=cpus_per_actor,
+            num_gpus=gpus,
+        )
+        .materialize()
+    )
     bad = ds.filter(expr=col("status") != "ok").select_columns(["file", "status"]).take_all()
     for row in bad:
-        print(f"skipped {row['file']}: {row['status'][len('error: '):]}", file=err)
+        print(f"skipped {row['file']}: {row['status'][len('error: ') :]}", file=err)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     if fmt == "parquet":
@@ -124,7 +145,10 @@ def infer_ray(paths: list[str], onnx_path: str, output: str, provider: str = "au
     os.replace(partial, out)
     seconds = time.perf_counter() - t0
     ok = len(files) - len(bad)
-    print(f"classified {ok} of {len(files)} files ({len(bad)} skipped) in {seconds:.2f} s, "
-          f"{ok / seconds if seconds else 0:.0f} img/s on Ray ({actors} actors x {cpus_per_actor} CPU, "
-          f"{cpus} CPUs in the cluster), model {onnx_path}; results in {out}", file=err)
+    print(
+        f"classified {ok} of {len(files)} files ({len(bad)} skipped) in {seconds:.2f} s, "
+        f"{ok / seconds if seconds else 0:.0f} img/s on Ray ({actors} actors x {cpus_per_actor} CPU, "
+        f"{cpus} CPUs in the cluster), model {onnx_path}; results in {out}",
+        file=err,
+    )
     return 1 if bad else 0

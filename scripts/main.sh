@@ -12,11 +12,11 @@ venv=${EDGECLS_VENV:-$root/.venv}
 cd "$root"
 model=${1:-gru}
 artifacts=${EDGECLS_ARTIFACTS:-runs}
-samples=$("$venv/bin/python" -m edgecls.samples folder "$model")
+samples=$("$venv/bin/python" -m edgecls.commands.samples folder "$model")
 echo "== $model on its sample images (the true label is in each file name)"
 "$venv/bin/edgecls" infer "$samples" --model "$model" --provider auto
 echo "== every shipped model on its sample images"
-"$venv/bin/python" -m edgecls.samples check
+"$venv/bin/python" -m edgecls.commands.samples check
 echo "== train, export and evaluate $model into $artifacts/"
 "$venv/bin/edgecls" train --model "$model" --artifacts "$artifacts"
 "$venv/bin/edgecls" export --model "$model" --artifacts "$artifacts"

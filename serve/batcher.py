@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
@@ -24,8 +24,9 @@ Run = Callable[[np.ndarray], np.ndarray]
 
 
 class Batcher:
-    def __init__(self, run: Run, max_batch: int = 64, max_delay_s: float = 0.002, enabled: bool = True,
-                 name: str = "model"):
+    def __init__(
+        self, run: Run, max_batch: int = 64, max_delay_s: float = 0.002, enabled: bool = True, name: str = "model"
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1 (got {max_batch})")
         if max_delay_s < 0:
@@ -50,10 +51,6 @@ class Batcher:
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
         self.executor.shutdown(wait=True)
-
-    def qsize(self) -> int:
-        """Requests waiting for a batch."""
-        return len(self.waiting)
 
     async def submit(self, rows: np.ndarray) -> np.ndarray:
         """Logits for `rows` (at most max_batch of them), computed alone or in a batch with others."""
@@ -113,5 +110,5 @@ class Batcher:
             start = 0
             for rows, fut in live:
                 if not fut.done():
-                    fut.set_result(out[start:start + len(rows)])
+                    fut.set_result(out[start : start + len(rows)])
                 start += len(rows)

@@ -14,18 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgecls.runtime.metadata import INPUT_NAME, OUTPUT_NAME
+from edgecls.asgi import HttpError
+from edgecls.metadata import INPUT_NAME, OUTPUT_NAME
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MODEL_VERSION = "1"
 
 
-class ProtocolError(Exception):
+class ProtocolError(HttpError):
     """A request the server refuses: `status` is the HTTP status, the message goes to the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -39,7 +36,9 @@ class InferRequest:
 def model_metadata(name: str, input_shape: tuple[int, ...], num_classes: int) -> dict:
     """GET /v2/models/{name}: names, datatypes and shapes; -1 is the batch axis."""
     return {
-        "name": name, "versions": [MODEL_VERSION], "platform": "onnxruntime_onnx",
+        "name": name,
+        "versions": [MODEL_VERSION],
+        "platform": "onnxruntime_onnx",
         "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *input_shape]}],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, num_classes]}],
     }
@@ -54,8 +53,11 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     except ValueError:
         raise ProtocolError(400, f"{HEADER_LENGTH} must be an integer (got {header_length[:40]!r})") from None
     if not 0 < n <= len(body):
-        raise ProtocolError(400, f"{HEADER_LENGTH} is {n} but the body holds {len(body)} bytes; "
-                                 "it must give the length of the JSON part, which comes first")
+        raise ProtocolError(
+            400,
+            f"{HEADER_LENGTH} is {n} but the body holds {len(body)} bytes; "
+            "it must give the length of the JSON part, which comes first",
+        )
     return body[:n], body[n:]
 
 
@@ -73,18 +75,27 @@ def parse_infer(body: bytes, header_length: str | None, input_shape: tuple[int, 
         raise ProtocolError(400, f"'inputs' must be a list holding one tensor, named '{INPUT_NAME}'")
     tensor = inputs[0]
     if tensor.get("name") != INPUT_NAME:
-        raise ProtocolError(400, f"unknown input {tensor.get('name')!r}; this model takes one input named "
-                                 f"'{INPUT_NAME}'")
+        raise ProtocolError(
+            400, f"unknown input {tensor.get('name')!r}; this model takes one input named '{INPUT_NAME}'"
+        )
     if tensor.get("datatype") != "FP32":
         raise ProtocolError(400, f"input '{INPUT_NAME}' has datatype {tensor.get('datatype')!r}; the model takes FP32")
     shape = tensor.get("shape")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)) \
-            or len(shape) != 1 + len(input_shape) or tuple(shape[1:]) != tuple(input_shape) or shape[0] < 1:
-        raise ProtocolError(400, f"input '{INPUT_NAME}' has shape {shape!r}; the model takes "
-                                 f"[N, {', '.join(map(str, input_shape))}] with N >= 1")
+    if (
+        not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape))
+        or len(shape) != 1 + len(input_shape)
+        or tuple(shape[1:]) != tuple(input_shape)
+        or shape[0] < 1
+    ):
+        raise ProtocolError(
+            400,
+            f"input '{INPUT_NAME}' has shape {shape!r}; the model takes "
+            f"[N, {', '.join(map(str, input_shape))}] with N >= 1",
+        )
     if shape[0] > max_batch:
-        raise ProtocolError(400, f"batch of {shape[0]} rows exceeds this server's --max-batch {max_batch}; "
-                                 "split the request")
+        raise ProtocolError(
+            400, f"batch of {shape[0]} rows exceeds this server's --max-batch {max_batch}; split the request"
+        )
     count = math.prod(shape)
     params = tensor.get("parameters") or {}
     if not isinstance(params, dict):
@@ -92,11 +103,15 @@ def parse_infer(body: bytes, header_length: str | None, input_shape: tuple[int, 
     if "binary_data_size" in params:
         size = params["binary_data_size"]
         if not isinstance(size, int) or size != 4 * count:
-            raise ProtocolError(400, f"binary_data_size {size!r} does not match shape {shape} of FP32 "
-                                     f"({4 * count} bytes)")
+            raise ProtocolError(
+                400, f"binary_data_size {size!r} does not match shape {shape} of FP32 ({4 * count} bytes)"
+            )
         if size > len(tail):
-            raise ProtocolError(400, f"binary_data_size {size} goes beyond the body: only {len(tail)} bytes "
-                                     f"follow the {HEADER_LENGTH} JSON header")
+            raise ProtocolError(
+                400,
+                f"binary_data_size {size} goes beyond the body: only {len(tail)} bytes "
+                f"follow the {HEADER_LENGTH} JSON header",
+            )
         if len(tail) != size:
             raise ProtocolError(400, f"{len(tail) - size} unexpected bytes after the binary tensor data")
         array = np.frombuffer(tail, dtype="<f4", count=count).astype(np.float32, copy=False)
@@ -153,8 +168,9 @@ def classification_strings(logits: np.ndarray, k: int, labels: tuple[str, ...]) 
     return [[f"{row[i]:f}:{i}:{labels[i]}" for i in idx] for row, idx in zip(logits, order)]
 
 
-def encode_infer_response(name: str, req: InferRequest, logits: np.ndarray,
-                          labels: tuple[str, ...]) -> tuple[bytes, dict[str, str]]:
+def encode_infer_response(
+    name: str, req: InferRequest, logits: np.ndarray, labels: tuple[str, ...]
+) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers (Inference-Header-Content-Length when data is binary)."""
     out: dict = {"name": OUTPUT_NAME}
     binary = b""

@@ -11,6 +11,7 @@ Names, datatypes and dims are read from the ONNX graph itself (ONNX Runtime, no 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -19,15 +20,29 @@ from pathlib import Path
 from edgecls.errors import EdgeclsError
 from edgecls.runtime import Classifier
 
+log = logging.getLogger(__name__)
 LABELS_FILE = "labels.txt"
-ONNX_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(uint8)": "TYPE_UINT8",
-              "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32", "tensor(double)": "TYPE_FP64"}
+ONNX_TYPES = {
+    "tensor(float)": "TYPE_FP32",
+    "tensor(float16)": "TYPE_FP16",
+    "tensor(uint8)": "TYPE_UINT8",
+    "tensor(int64)": "TYPE_INT64",
+    "tensor(int32)": "TYPE_INT32",
+    "tensor(double)": "TYPE_FP64",
+}
 KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 ENUM_KEYS = {"data_type", "kind"}  # printed bare in text format
 
 
-def model_config(classifier: Classifier, name: str, max_batch: int = 64, max_delay_ms: float = 0.0,
-                 instances: int = 1, kind: str = "auto", dynamic_batching: bool = True) -> dict:
+def model_config(
+    classifier: Classifier,
+    name: str,
+    max_batch: int = 64,
+    max_delay_ms: float = 0.0,
+    instances: int = 1,
+    kind: str = "auto",
+    dynamic_batching: bool = True,
+) -> dict:
     """Triton's ModelConfig for `classifier`'s ONNX file, as a dict in the message's field names."""
     if max_batch < 1:
         raise EdgeclsError(f"--max-batch must be at least 1 (got {max_batch})")
@@ -46,10 +61,15 @@ def model_config(classifier: Classifier, name: str, max_batch: int = 64, max_del
             out.append({"name": v.name, "data_type": ONNX_TYPES[v.type], "dims": list(v.shape[1:])})
         return out
 
-    inputs, outputs = tensors(classifier.session.get_inputs()), tensors(classifier.session.get_outputs())
+    inputs, outputs = tensors(classifier.engine.inputs()), tensors(classifier.engine.outputs())
     outputs[0]["label_filename"] = LABELS_FILE
-    config = {"name": name, "platform": "onnxruntime_onnx", "max_batch_size": max_batch,
-              "input": inputs, "output": outputs}
+    config = {
+        "name": name,
+        "platform": "onnxruntime_onnx",
+        "max_batch_size": max_batch,
+        "input": inputs,
+        "output": outputs,
+    }
     if dynamic_batching:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": int(round(max_delay_ms * 1000))}
     config["instance_group"] = [{"count": instances, "kind": KINDS[kind]}]
@@ -81,16 +101,23 @@ def _scalar(key: str, value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_repository(out_dir: str | Path, sources: dict[str, Path], max_batch: int = 64, max_delay_ms: float = 0.0,
-                     instances: int = 1, kind: str = "auto", echo=print) -> list[Path]:
+def write_repository(
+    out_dir: str | Path,
+    sources: dict[str, Path],
+    max_batch: int = 64,
+    max_delay_ms: float = 0.0,
+    instances: int = 1,
+    kind: str = "auto",
+) -> list[Path]:
     """Write DIR/<name>/ for each name -> ONNX file. Each model folder is built aside and renamed into
     place, so an interrupted run leaves the previous folder whole."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise EdgeclsError(f"{out} is a file; give a folder for the model repository")
     classifiers = {name: Classifier(path, "cpu", threads=1) for name, path in sources.items()}  # all load first
-    configs = {name: model_config(clf, name, max_batch, max_delay_ms, instances, kind)
-               for name, clf in classifiers.items()}
+    configs = {
+        name: model_config(clf, name, max_batch, max_delay_ms, instances, kind) for name, clf in classifiers.items()
+    }
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -98,8 +125,9 @@ def write_repository(out_dir: str | Path, sources: dict[str, Path], max_batch: i
     for name in sources:
         target = out / name
         if target.exists() and not (target / "config.pbtxt").is_file():
-            raise EdgeclsError(f"{target} exists and is not a model folder (no config.pbtxt); remove it or choose "
-                               "another DIR")
+            raise EdgeclsError(
+                f"{target} exists and is not a model folder (no config.pbtxt); remove it or choose another DIR"
+            )
     written = []
     for name, clf in classifiers.items():
         target = out / name
@@ -120,7 +148,9 @@ def write_repository(out_dir: str | Path, sources: dict[str, Path], max_batch: i
         finally:
             if build.exists():
                 shutil.rmtree(build)
-        echo(f"{name}: {target}/config.pbtxt, 1/model.onnx (from {clf.path}), {LABELS_FILE} "
-             f"({len(clf.class_names)} classes)")
+        log.info(
+            f"{name}: {target}/config.pbtxt, 1/model.onnx (from {clf.path}), {LABELS_FILE} "
+            f"({len(clf.class_names)} classes)"
+        )
         written.append(target)
     return written

@@ -1,10 +1,42 @@
+"""Two tiers: the fast one (`scripts/test.sh --fast`: no data sets, no network, no browser, synthetic
+inputs and the shipped models) and the full one (everything). A test is in the full tier only when it is
+marked `slow`: explicitly, or because it asks for the real data (`data_root`)."""
+
+import functools
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "data_root" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
+
+
+@functools.cache
+def cuda_device_present() -> bool:
+    """A CUDA GPU on this machine, as its driver reports it. Only its absence skips a GPU test: where one
+    is present, any error on the CUDA path fails the test."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if gpus.is_dir() and any(gpus.iterdir()):
+        return True
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return listed.returncode == 0 and "GPU" in listed.stdout
+
+
+needs_gpu = pytest.mark.skipif(not cuda_device_present(), reason="no CUDA device on this machine")
 
 
 SHARED = REPO.parent / "shared" / "datasets"
@@ -22,7 +54,9 @@ def find_test_data(shared: Path = SHARED) -> Path | None:
     if root is not None:
         os.environ["EDGECLS_DATA"] = str(root)
         if not (root / "FashionMNIST").is_dir():
-            raise EdgeclsError(f"real data sets not found at {root}; set EDGECLS_DATA to a torchvision root (see README)")
+            raise EdgeclsError(
+                f"real data sets not found at {root}; set EDGECLS_DATA to a torchvision root (see README)"
+            )
         return root  # a named root is read as it is; loading every split here would add seconds to each session
     for dataset in DATASETS:
         for split in ("train", "test"):
@@ -58,14 +92,16 @@ def cifar_test_images(folder: Path, per_class: int) -> Path:
                 (folder / name / src.name).write_bytes(src.read_bytes())
             else:
                 Image.fromarray(np.ascontiguousarray(test.images()[i].permute(1, 2, 0).numpy())).save(
-                    folder / name / f"{i:05d}.png")
+                    folder / name / f"{i:05d}.png"
+                )
     return folder
 
 
 @pytest.fixture
-def cli(data_root):
-    """Invoke the edgecls CLI in-process; returns click's Result."""
-    from edgecls.cli import main
+def cli():
+    """Invoke the edgecls CLI in-process; returns click's Result. Tests that read the real data sets ask
+    for `data_root` too."""
+    from edgecls.commands.cli import main
 
     def invoke(*args: str, **env: str):
         return CliRunner().invoke(main, [str(a) for a in args], env=env or None, catch_exceptions=False)

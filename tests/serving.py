@@ -42,8 +42,9 @@ def running(app, port: int | None = None):
         thread.join(30)
 
 
-def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-            chunked: bool = False) -> tuple[int, dict, bytes]:
+def request(
+    url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None, chunked: bool = False
+) -> tuple[int, dict, bytes]:
     host, port = url.split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
@@ -54,7 +55,7 @@ def request(url: str, method: str, path: str, body: bytes | None = None, headers
             conn.putheader("Transfer-Encoding", "chunked")
             conn.endheaders()
             for i in range(0, len(body), 65536):
-                part = body[i:i + 65536]
+                part = body[i : i + 65536]
                 conn.send(f"{len(part):x}\r\n".encode() + part + b"\r\n")
             conn.send(b"0\r\n\r\n")
         else:
@@ -78,8 +79,12 @@ def multipart(files: list[tuple[str, bytes]], field: str = "files") -> tuple[byt
     boundary = "edgecls-test-boundary-7d1f"
     parts = []
     for name, data in files:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
-                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 

@@ -4,13 +4,11 @@ import importlib.util
 import json
 
 import pytest
-import torch
+from conftest import REPO, assert_one_line_error, cifar_test_images, cuda_device_present
+from test_export import write_checkpoint
 
 from edgecls.export import export_model
 from edgecls.registry import get_spec, model_names
-
-from conftest import REPO, assert_one_line_error, cifar_test_images
-from test_export import write_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +16,7 @@ def trained_cnn(tmp_path_factory, data_root):
     """A cnn checkpoint with its export, so eager and ONNX are the same model."""
     art = tmp_path_factory.mktemp("bench")
     write_checkpoint(get_spec("cnn"), art / "cnn" / "checkpoint.pt", seed=3)
-    export_model("cnn", artifacts=art, exporter="torchscript", echo=lambda s: None)
+    export_model("cnn", artifacts=art, exporter="torchscript")
     return art
 
 
@@ -27,9 +25,29 @@ def test_bench_same_model_side_by_side_with_end_to_end(cli, trained_cnn, tmp_pat
     from edgecls.data import load_split
 
     # The end-to-end part reads JPEG files: the data's own, or (pickled CIFAR-10) a tree written from it.
-    tree = [] if load_split("cifar10", "test").files else ["--data-dir", cifar_test_images(tmp_path / "c" / "test", 4).parent]
-    result = cli("bench", "--model", "cnn", "--batch-sizes", "1,3", "--seconds", "0.05", "--threads", "1",
-                 "--e2e-images", "40", "--artifacts", trained_cnn, "--out", out, *tree)
+    tree = (
+        []
+        if load_split("cifar10", "test").files
+        else ["--data-dir", cifar_test_images(tmp_path / "c" / "test", 4).parent]
+    )
+    result = cli(
+        "bench",
+        "--model",
+        "cnn",
+        "--batch-sizes",
+        "1,3",
+        "--seconds",
+        "0.05",
+        "--threads",
+        "1",
+        "--e2e-images",
+        "40",
+        "--artifacts",
+        trained_cnn,
+        "--out",
+        out,
+        *tree,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "bench.json").read_text())
     assert report["hardware"]["threads"] == 1 and report["gemm_gflops"] > 0
@@ -44,9 +62,12 @@ def test_bench_same_model_side_by_side_with_end_to_end(cli, trained_cnn, tmp_pat
             assert row[side]["images_per_s"] == pytest.approx(row["batch_size"] / row[side]["median_ms"] * 1e3)
         assert row["speedup"] == pytest.approx(row["onnx"]["images_per_s"] / row["eager"]["images_per_s"])
         for side in ("eager", "onnx"):  # min of rounds beside the median
-            assert 0 < row[side]["min_round_ms"] and row[side]["images_per_s_best_round"] >= row[side]["images_per_s"] * 0.5
+            assert (
+                0 < row[side]["min_round_ms"]
+                and row[side]["images_per_s_best_round"] >= row[side]["images_per_s"] * 0.5
+            )
         assert row["onnx_execution"] == "1 session, 1 thread"  # --threads 1: nothing to split
-    assert set(report["hardware"]["isa"]) <= set(__import__("edgecls.bench").bench.ISA_FLAGS)
+    assert set(report["hardware"]["isa"]) <= set(__import__("edgecls.machine").machine.ISA_FLAGS)
     assert report["hardware"]["cpu"] and model["onnx_nodes"] > 5
     # every missed aim names what bounds it; a met aim names nothing
     rows = {r["batch_size"]: r for r in model["rows"]}
@@ -61,8 +82,21 @@ def test_bench_same_model_side_by_side_with_end_to_end(cli, trained_cnn, tmp_pat
 
 def test_bench_shipped_models_without_checkpoints(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no runs/: shipped ONNX files, fresh eager weights
-    result = cli("bench", "--model", "all", "--batch-sizes", "2", "--seconds", "0.02", "--threads", "1",
-                 "--e2e-images", "0", "--out", tmp_path / "b")
+    result = cli(
+        "bench",
+        "--model",
+        "all",
+        "--batch-sizes",
+        "2",
+        "--seconds",
+        "0.02",
+        "--threads",
+        "1",
+        "--e2e-images",
+        "0",
+        "--out",
+        tmp_path / "b",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "b" / "bench.json").read_text())
     from test_shipped import SHIPPED
@@ -73,20 +107,23 @@ def test_bench_shipped_models_without_checkpoints(cli, tmp_path, monkeypatch):
     assert "end_to_end" not in report
 
 
-@pytest.mark.parametrize("args, needle", [
-    (("--batch-sizes", "1,x"), "comma-separated"),
-    (("--batch-sizes", "0"), "positive"),
-    (("--threads", "0"), "--threads"),
-    (("--seconds", "0"), "--seconds"),
-    (("--model", "grux"), "Did you mean 'gru'"),
-    (("--e2e-images", "-1"), "--e2e-images"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--batch-sizes", "1,x"), "comma-separated"),
+        (("--batch-sizes", "0"), "positive"),
+        (("--threads", "0"), "--threads"),
+        (("--seconds", "0"), "--seconds"),
+        (("--model", "grux"), "Did you mean 'gru'"),
+        (("--e2e-images", "-1"), "--e2e-images"),
+    ],
+)
 def test_bench_bad_input(cli, tmp_path, args, needle):
     assert_one_line_error(cli("bench", "--model", "gru", *args, "--out", tmp_path), needle)
     assert not (tmp_path / "bench.json").exists()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.skipif(cuda_device_present(), reason="this machine has a CUDA device")
 def test_bench_cuda_without_a_gpu_is_one_line(cli, tmp_path):
     assert_one_line_error(cli("bench", "--model", "gru", "--provider", "cuda", "--out", tmp_path), "--provider cpu")
 
@@ -100,8 +137,9 @@ def test_bench_damaged_model_file_fails_before_timing(cli, tmp_path):
 
 
 def test_bench_missing_model_file(cli, tmp_path):
-    assert_one_line_error(cli("bench", "--model", "gru", "--artifacts", tmp_path, "--out", tmp_path / "b"),
-                          "no ONNX model at")
+    assert_one_line_error(
+        cli("bench", "--model", "gru", "--artifacts", tmp_path, "--out", tmp_path / "b"), "no ONNX model at"
+    )
 
 
 def _accuracy_script():
@@ -115,8 +153,22 @@ def test_accuracy_benchmark_quick_run_writes_the_table(tmp_path, data_root, caps
     """Train, export and evaluate through the script; a quick run misses the report bar, so it exits 1
     and cannot ship."""
     script = _accuracy_script()
-    code = script.main(["--models", "gru", "--epochs", "1", "--limit", "300", "--runs", str(tmp_path / "runs"),
-                        "--out", str(tmp_path / "res"), "--threads", "1"])
+    code = script.main(
+        [
+            "--models",
+            "gru",
+            "--epochs",
+            "1",
+            "--limit",
+            "300",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path / "res"),
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 1
     rows = json.loads((tmp_path / "res" / "accuracy.json").read_text())["rows"]
     (row,) = rows

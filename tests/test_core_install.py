@@ -17,14 +17,16 @@ import time
 import numpy as np
 import pytest
 import tritonclient.http as tc
+from conftest import REPO
+from serving import free_port, model_inputs, multipart, request
 
+from edgecls.commands.samples import sample_files
 from edgecls.locations import shipped_onnx
 from edgecls.runtime import Classifier
 from edgecls.runtime.infer import infer
-from edgecls.samples import sample_files
 
-from conftest import REPO
-from serving import free_port, model_inputs, multipart, request
+# Builds a real virtual environment with pip (needs the package registry).
+pytestmark = pytest.mark.slow
 
 TRAIN_ONLY = ("torch", "torchvision", "onnx", "onnxscript", "matplotlib")
 
@@ -52,19 +54,39 @@ def core_venv() -> dict:
     return {"python": str(venv / "bin" / "python"), "edgecls": str(venv / "bin" / "edgecls"), "root": venv}
 
 
+def test_the_installed_package_is_imported_from_the_checkout_root(core_venv):
+    """Python started in the checkout (a non-editable install) imports the installed edgecls whole: no
+    folder of the checkout shadows it with a partial package."""
+    probe = "import edgecls, edgecls.runtime, edgecls.commands.cli; print(edgecls.__file__, edgecls.runtime.__file__)"
+    done = subprocess.run([core_venv["python"], "-c", probe], cwd=REPO, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert all("site-packages" in path for path in done.stdout.split()), done.stdout
+
+
 def run(core, *args, timeout=120):
-    return subprocess.run([core["edgecls"], *map(str, args)], cwd=REPO, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [core["edgecls"], *map(str, args)], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_the_core_install_has_no_torch(core_venv):
-    probe = ("import importlib.util as u, json, edgecls.runtime, edgecls.serve, edgecls.cli;"
-             f"print(json.dumps([m for m in {TRAIN_ONLY!r} if u.find_spec(m)]))")
+    probe = (
+        "import importlib.util as u, json, edgecls.runtime, edgecls.serve, edgecls.commands.cli;"
+        f"print(json.dumps([m for m in {TRAIN_ONLY!r} if u.find_spec(m)]))"
+    )
     done = subprocess.run([core_venv["python"], "-c", probe], cwd="/", env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
-    assert "site-packages" in subprocess.run([core_venv["python"], "-c", "import edgecls; print(edgecls.__file__)"],
-                                             cwd="/", env=_env(), capture_output=True, text=True).stdout
+    assert (
+        "site-packages"
+        in subprocess.run(
+            [core_venv["python"], "-c", "import edgecls; print(edgecls.__file__)"],
+            cwd="/",
+            env=_env(),
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
 
 
 def test_infer_works_and_equals_the_full_install(core_venv, tmp_path):
@@ -78,8 +100,9 @@ def test_infer_works_and_equals_the_full_install(core_venv, tmp_path):
     assert [r["top_k"] for r in core] == [r["top_k"] for r in full]
 
 
-@pytest.mark.parametrize("command", [["train", "--model", "gru"], ["export", "--model", "gru"],
-                                     ["evaluate", "--model", "gru"], ["bench"]])
+@pytest.mark.parametrize(
+    "command", [["train", "--model", "gru"], ["export", "--model", "gru"], ["evaluate", "--model", "gru"], ["bench"]]
+)
 def test_torch_commands_name_the_extra_in_one_line(core_venv, command):
     done = run(core_venv, *command)
     assert done.returncode == 2, (done.stdout, done.stderr)
@@ -90,8 +113,9 @@ def test_torch_commands_name_the_extra_in_one_line(core_venv, command):
 
 
 def test_ray_engine_without_the_extra_names_it_in_one_line(core_venv, tmp_path):
-    done = run(core_venv, "infer", "samples/fashion-mnist", "--model", "gru", "--engine", "ray",
-               "--output", tmp_path / "out")
+    done = run(
+        core_venv, "infer", "samples/fashion-mnist", "--model", "gru", "--engine", "ray", "--output", tmp_path / "out"
+    )
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: --engine ray needs the ray extra"), done.stderr
@@ -107,8 +131,14 @@ def test_models_lists_the_zoo_without_torch(core_venv):
 def start_server(core, port: int, *models: str) -> subprocess.Popen:
     """`edgecls serve` from the core venv, once /v2/health/ready answers 200."""
     args = [a for m in models for a in ("--model", m)]
-    proc = subprocess.Popen([core["edgecls"], "serve", *args, "--port", str(port), "--threads", "1", "--provider", "cpu"],
-                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [core["edgecls"], "serve", *args, "--port", str(port), "--threads", "1", "--provider", "cpu"],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while True:
         assert proc.poll() is None, proc.communicate()[1]
@@ -136,8 +166,11 @@ def test_serve_and_triton_work_in_the_core_install(core_venv, tmp_path):
             for binary in (True, False):
                 inp = tc.InferInput("input", list(x.shape), "FP32")
                 inp.set_data_from_numpy(x, binary_data=binary)
-                got = tc.InferenceServerClient(url).infer(
-                    name, [inp], outputs=[tc.InferRequestedOutput("logits", binary_data=binary)]).as_numpy("logits")
+                got = (
+                    tc.InferenceServerClient(url)
+                    .infer(name, [inp], outputs=[tc.InferRequestedOutput("logits", binary_data=binary)])
+                    .as_numpy("logits")
+                )
                 np.testing.assert_allclose(got, clf.run(x), atol=1e-5, rtol=0)
             body, ctype = multipart([(f.name, f.read_bytes()) for f in files])
             status, _, data = request(url, "POST", f"/v2/models/{name}/classify", body, {"Content-Type": ctype})

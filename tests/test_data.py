@@ -1,25 +1,26 @@
 import gzip
 
-import numpy as np
 import pytest
 import torch
+from conftest import cifar_test_images, find_test_data
 
 from edgecls.data import augment, decode_files, load_for_spec, load_split
 from edgecls.errors import EdgeclsError
 from edgecls.registry import CIFAR10_CLASSES, EMNIST_BYMERGE_CLASSES, FASHION_MNIST_CLASSES, get_spec
 
-from conftest import cifar_test_images, find_test_data
 
-
-@pytest.mark.parametrize("dataset, split, count, classes", [
-    ("fashion-mnist", "train", 60_000, FASHION_MNIST_CLASSES),
-    ("fashion-mnist", "test", 10_000, FASHION_MNIST_CLASSES),
-    # the shared copy re-splits the official bymerge test split; a torchvision download has the official splits
-    ("emnist-bymerge", "train", (100_000, 697_932), EMNIST_BYMERGE_CLASSES),
-    ("emnist-bymerge", "test", (16_323, 116_323), EMNIST_BYMERGE_CLASSES),
-    ("cifar10", "train", 50_000, CIFAR10_CLASSES),
-    ("cifar10", "test", 10_000, CIFAR10_CLASSES),
-])
+@pytest.mark.parametrize(
+    "dataset, split, count, classes",
+    [
+        ("fashion-mnist", "train", 60_000, FASHION_MNIST_CLASSES),
+        ("fashion-mnist", "test", 10_000, FASHION_MNIST_CLASSES),
+        # the shared copy re-splits the official bymerge test split; a torchvision download has the official splits
+        ("emnist-bymerge", "train", (100_000, 697_932), EMNIST_BYMERGE_CLASSES),
+        ("emnist-bymerge", "test", (16_323, 116_323), EMNIST_BYMERGE_CLASSES),
+        ("cifar10", "train", 50_000, CIFAR10_CLASSES),
+        ("cifar10", "test", 10_000, CIFAR10_CLASSES),
+    ],
+)
 def test_real_split_counts_classes_and_ranges(data_root, dataset, split, count, classes):
     data = load_split(dataset, split)
     assert len(data) in (count if isinstance(count, tuple) else (count,))

@@ -10,11 +10,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import REPO, assert_one_line_error
 
 from edgecls import checkpoint as ckpt_io
 
-from conftest import REPO, assert_one_line_error
+# torchrun processes training on the real data sets.
+pytestmark = pytest.mark.slow
 
 TRAIN = ("-m", "edgecls", "train", "--model", "gru")
 
@@ -51,11 +54,22 @@ def torchrun(*args: str, audit: tuple[Path, Path] | None = None, **popen) -> sub
     if audit is not None:
         folder, watch = audit
         (folder / "sitecustomize.py").write_text(AUDIT)
-        env.update(PYTHONPATH=os.pathsep.join([str(folder), env.get("PYTHONPATH", "")]),
-                   EDGECLS_AUDIT_LOG=str(folder), EDGECLS_AUDIT_WATCH=str(watch))
+        env.update(
+            PYTHONPATH=os.pathsep.join([str(folder), env.get("PYTHONPATH", "")]),
+            EDGECLS_AUDIT_LOG=str(folder),
+            EDGECLS_AUDIT_WATCH=str(watch),
+        )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *args]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, **popen)
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
@@ -102,8 +116,19 @@ def test_two_processes_train_a_checkpoint_that_exports_and_only_rank_0_writes(cl
     assert (runs / "gru" / "model.onnx").is_file()
 
     # The same command without torchrun: one process, the thread count asked for, recorded.
-    single = cli("train", "--model", "gru", "--epochs", "1", "--limit", "400", "--threads", "1",
-                 "--artifacts", tmp_path / "single")
+    single = cli(
+        "train",
+        "--model",
+        "gru",
+        "--epochs",
+        "1",
+        "--limit",
+        "400",
+        "--threads",
+        "1",
+        "--artifacts",
+        tmp_path / "single",
+    )
     assert single.exit_code == 0, single.output
     one = ckpt_io.load(tmp_path / "single" / "gru" / "checkpoint.pt", "gru")
     assert one["world_size"] == 1 and one["torch_threads"] == 1
@@ -157,18 +182,19 @@ def test_torchrun_max_restarts_carries_on_after_a_worker_is_killed(tmp_path):
 
 
 def test_a_global_batch_that_does_not_split_is_refused(tmp_path):
-    proc = torchrun(*TRAIN, "--epochs", "1", "--limit", "400", "--batch-size", "127", "--artifacts",
-                    str(tmp_path))
+    proc = torchrun(*TRAIN, "--epochs", "1", "--limit", "400", "--batch-size", "127", "--artifacts", str(tmp_path))
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
     # Each worker stops with the one line; torchrun's launcher then reports the failed workers (its own
     # ChildFailedError traceback, which edgecls cannot change).
     ours = [line for line in out.split("Traceback")[0].splitlines() if line.startswith("Error:")]
-    assert ours == 2 * ["Error: --batch-size 127 is the global batch and must split evenly over 2 processes; "
-                        "pick a multiple of 2"]
+    assert ours == 2 * [
+        "Error: --batch-size 127 is the global batch and must split evenly over 2 processes; pick a multiple of 2"
+    ]
     assert not (tmp_path / "gru").exists()
 
 
 def test_bad_thread_count_is_one_line(cli, tmp_path):
-    assert_one_line_error(cli("train", "--model", "gru", "--threads", "0", "--artifacts", tmp_path),
-                          "--threads must be at least 1")
+    assert_one_line_error(
+        cli("train", "--model", "gru", "--threads", "0", "--artifacts", tmp_path), "--threads must be at least 1"
+    )

@@ -5,16 +5,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import assert_one_line_error, quick_train
 from torch import nn
 
 import edgecls.models
 from edgecls import checkpoint as ckpt_io
 from edgecls.errors import EdgeclsError
 from edgecls.export import export_model
+from edgecls.metadata import ModelInfo, read_props
 from edgecls.registry import _SPECS, ModelSpec, get_spec, model_names
-from edgecls.runtime.metadata import ModelInfo
-
-from conftest import assert_one_line_error, quick_train
 
 
 def write_checkpoint(spec: ModelSpec, path, seed=0, model=None):
@@ -22,9 +21,19 @@ def write_checkpoint(spec: ModelSpec, path, seed=0, model=None):
     torch.manual_seed(seed)
     model = model or spec.build()
     path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt_io.save({"format": ckpt_io.FORMAT, "model": spec.name, "state_dict": model.state_dict(),
-                  "preprocess": ckpt_io.preprocess_dict(spec), "class_names": list(spec.class_names),
-                  "test_accuracy": None, "best_epoch": 0, "history": []}, path)
+    ckpt_io.save(
+        {
+            "format": ckpt_io.FORMAT,
+            "model": spec.name,
+            "state_dict": model.state_dict(),
+            "preprocess": ckpt_io.preprocess_dict(spec),
+            "class_names": list(spec.class_names),
+            "test_accuracy": None,
+            "best_epoch": 0,
+            "history": [],
+        },
+        path,
+    )
     return model.eval()
 
 
@@ -41,7 +50,7 @@ def batch_dims(path):
 def test_export_random_init_both_exporters_and_auto(data_root, tmp_path, name):
     spec = get_spec(name)
     model = write_checkpoint(spec, tmp_path / name / "checkpoint.pt")
-    result = export_model(name, artifacts=tmp_path, echo=lambda s: None)
+    result = export_model(name, artifacts=tmp_path)
     report = json.loads(result.report_path.read_text())
     assert report["passed"] and report["exporter"] in ("torchscript", "dynamo") and report["why"]
     for exp in ("torchscript", "dynamo"):  # both exporters work for every model of the zoo
@@ -62,7 +71,7 @@ def test_export_random_init_both_exporters_and_auto(data_root, tmp_path, name):
         eager = model(x).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], eager, atol=spec.atol, rtol=0)
     # metadata round-trip: everything the runtime needs, without the registry
-    info = ModelInfo.from_props({p.key: p.value for p in graph(onnx_path).metadata_props})
+    info = ModelInfo.from_props(read_props(graph(onnx_path)))
     assert info.model == name and info.class_names == spec.class_names and info.input_shape == spec.input_shape
     assert info.mean == spec.preprocess.mean and info.std == spec.preprocess.std
     assert info.color_mode == spec.preprocess.color_mode and info.exporter == report["exporter"]
@@ -71,16 +80,18 @@ def test_export_random_init_both_exporters_and_auto(data_root, tmp_path, name):
 
 
 @pytest.mark.parametrize("name", model_names())
-def test_export_briefly_trained_model_through_cli(cli, tmp_path, name):
+def test_export_briefly_trained_model_through_cli(cli, data_root, tmp_path, name):
     assert quick_train(cli, name, tmp_path, 300).exit_code == 0
     result = cli("export", "--model", name, "--artifacts", tmp_path)
     assert result.exit_code == 0, result.output
     assert "exported" in result.output and "max |Δlogit|" in result.output
     report = json.loads((tmp_path / name / "export.json").read_text())
-    assert "FashionMNIST" in report["real_images"] or "EMNIST" in report["real_images"] or "CIFAR" in report["real_images"]
+    assert (
+        "FashionMNIST" in report["real_images"] or "EMNIST" in report["real_images"] or "CIFAR" in report["real_images"]
+    )
     assert report["passed"]
     ckpt = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
-    props = {p.key: p.value for p in graph(tmp_path / name / "model.onnx").metadata_props}
+    props = read_props(graph(tmp_path / name / "model.onnx"))
     assert float(props["test_accuracy"]) == pytest.approx(ckpt["test_accuracy"])
 
 
@@ -90,7 +101,7 @@ def test_exporters_differ_as_documented_for_rnn(tmp_path):
     write_checkpoint(spec, tmp_path / "rnn" / "checkpoint.pt")
     ops = {}
     for exp in ("torchscript", "dynamo"):
-        export_model("rnn", artifacts=tmp_path, exporter=exp, echo=lambda s: None)
+        export_model("rnn", artifacts=tmp_path, exporter=exp)
         ops[exp] = {n.op_type for n in graph(tmp_path / "rnn" / "model.onnx").graph.node}
         assert json.loads((tmp_path / "rnn" / "export.json").read_text())["exporter"] == exp
     assert "RNN" in ops["torchscript"] and "RNN" not in ops["dynamo"] and "Tanh" in ops["dynamo"]
@@ -100,10 +111,12 @@ def test_gru_linear_before_reset_matches_pytorch(tmp_path):
     """PyTorch's GRU applies the reset gate after the hidden matmul: ONNX linear_before_reset=1."""
     spec = get_spec("gru")
     write_checkpoint(spec, tmp_path / "gru" / "checkpoint.pt")
-    export_model("gru", artifacts=tmp_path, exporter="torchscript", echo=lambda s: None)
+    export_model("gru", artifacts=tmp_path, exporter="torchscript")
     grus = [n for n in graph(tmp_path / "gru" / "model.onnx").graph.node if n.op_type == "GRU"]
-    assert grus and all(onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "linear_before_reset")) == 1
-                        for n in grus)
+    assert grus and all(
+        onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "linear_before_reset")) == 1
+        for n in grus
+    )
 
 
 class FrozenBatchGRU(nn.Module):
@@ -120,14 +133,21 @@ class FrozenBatchGRU(nn.Module):
 
 
 def test_frozen_batch_is_caught_and_nothing_written(tmp_path, monkeypatch):
-    spec = ModelSpec(name="frozen", summary="", dataset="fashion-mnist", builder="frozen_batch_gru",
-                     builder_kwargs={}, preprocess=get_spec("gru").preprocess,
-                     class_names=get_spec("gru").class_names, hparams={})
+    spec = ModelSpec(
+        name="frozen",
+        summary="",
+        dataset="fashion-mnist",
+        builder="frozen_batch_gru",
+        builder_kwargs={},
+        preprocess=get_spec("gru").preprocess,
+        class_names=get_spec("gru").class_names,
+        hparams={},
+    )
     monkeypatch.setattr(edgecls.models, "frozen_batch_gru", FrozenBatchGRU, raising=False)
     monkeypatch.setitem(_SPECS, "frozen", spec)
     write_checkpoint(spec, tmp_path / "frozen" / "checkpoint.pt")
     with pytest.raises(EdgeclsError) as err:
-        export_model("frozen", artifacts=tmp_path, exporter="torchscript", echo=lambda s: None)
+        export_model("frozen", artifacts=tmp_path, exporter="torchscript")
     assert "failed validation" in str(err.value)
     assert not (tmp_path / "frozen" / "model.onnx").exists()
     assert not list((tmp_path / "frozen").glob("*.tmp"))
@@ -136,12 +156,13 @@ def test_frozen_batch_is_caught_and_nothing_written(tmp_path, monkeypatch):
     assert any("ONNX Runtime failed" in r.get("error", "") for r in report["exporters"]["torchscript"]["parity"])
     # dynamo specializes the int() to the example's 2: caught by the symbolic-batch check
     with pytest.raises(EdgeclsError) as err:
-        export_model("frozen", artifacts=tmp_path, echo=lambda s: None)
+        export_model("frozen", artifacts=tmp_path)
     assert "torchscript: worst at batch" in str(err.value) and "dynamo: batch axis not symbolic" in str(err.value)
     assert not (tmp_path / "frozen" / "model.onnx").exists()
 
 
 # ------------------------------------------------------------------------ failures and bad input
+
 
 @pytest.fixture
 def exported(cli, tmp_path):
@@ -161,8 +182,9 @@ def test_parity_failure_fails_the_command_and_keeps_the_good_model(cli, exported
 
 
 def test_missing_checkpoint_names_the_train_command(cli, tmp_path):
-    assert_one_line_error(cli("export", "--model", "lstm", "--artifacts", tmp_path),
-                          "no checkpoint", "edgecls train --model lstm")
+    assert_one_line_error(
+        cli("export", "--model", "lstm", "--artifacts", tmp_path), "no checkpoint", "edgecls train --model lstm"
+    )
 
 
 def test_checkpoint_of_another_model(cli, exported):
@@ -176,8 +198,9 @@ def test_corrupt_checkpoint(cli, exported, damage):
     art, good = exported
     path = art / "gru" / "checkpoint.pt"
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 3], "garbage": b"\x00not a checkpoint" * 50,
-                      "empty": b""}[damage])
+    path.write_bytes(
+        {"truncate": data[: len(data) // 3], "garbage": b"\x00not a checkpoint" * 50, "empty": b""}[damage]
+    )
     assert_one_line_error(cli("export", "--model", "gru", "--artifacts", art), "not a readable edgecls checkpoint")
     assert (art / "gru" / "model.onnx").read_bytes() == good
 
@@ -185,8 +208,9 @@ def test_corrupt_checkpoint(cli, exported, damage):
 @pytest.mark.parametrize("opset", ["5", "99"])
 def test_unsupported_opset(cli, exported, opset):
     art, good = exported
-    assert_one_line_error(cli("export", "--model", "gru", "--opset", opset, "--artifacts", art),
-                          f"--opset {opset} is not supported")
+    assert_one_line_error(
+        cli("export", "--model", "gru", "--opset", opset, "--artifacts", art), f"--opset {opset} is not supported"
+    )
     assert (art / "gru" / "model.onnx").read_bytes() == good
 
 
@@ -194,15 +218,17 @@ def test_unwritable_artifacts_dir(cli, exported, tmp_path):
     art, _ = exported
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert_one_line_error(cli("export", "--model", "gru", "--checkpoint", art / "gru" / "checkpoint.pt",
-                              "--artifacts", blocker), "cannot create folder")
+    assert_one_line_error(
+        cli("export", "--model", "gru", "--checkpoint", art / "gru" / "checkpoint.pt", "--artifacts", blocker),
+        "cannot create folder",
+    )
 
 
 def test_no_validate_is_loud_and_labelled(cli, exported):
     art, _ = exported
     result = cli("export", "--model", "gru", "--exporter", "torchscript", "--no-validate", "--artifacts", art)
     assert result.exit_code == 0 and "WARNING" in result.output and "NOT checked" in result.output
-    props = {p.key: p.value for p in graph(art / "gru" / "model.onnx").metadata_props}
+    props = read_props(graph(art / "gru" / "model.onnx"))
     assert props["validated"] == "false"
 
 
@@ -221,7 +247,7 @@ def test_birnn_each_direction_agrees_with_eager(tmp_path, exporter, half):
         first = model.head[0].weight
         (first[:, hidden:] if half == "forward" else first[:, :hidden]).zero_()
     write_checkpoint(spec, tmp_path / "birnn" / "checkpoint.pt", model=model)
-    export_model("birnn", artifacts=tmp_path, exporter=exporter, echo=lambda s: None)
+    export_model("birnn", artifacts=tmp_path, exporter=exporter)
     path = tmp_path / "birnn" / "model.onnx"
     assert batch_dims(path) == ["batch", "batch"]
     g = graph(path).graph

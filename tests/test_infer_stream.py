@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, assert_one_line_error
 from PIL import Image
 
+from edgecls.commands.samples import sample_files
 from edgecls.locations import shipped_onnx
 from edgecls.runtime import Classifier
 from edgecls.runtime.infer import infer
 from edgecls.runtime.preprocess import load_image
-from edgecls.samples import sample_files
-
-from conftest import REPO, assert_one_line_error
 
 
 def linked_folder(folder: Path, count: int, dataset: str = "fashion-mnist") -> Path:
@@ -46,8 +45,17 @@ def test_worker_processes_give_the_inline_answers_in_order(tmp_path):
     outputs = {}
     for workers in (0, 2):
         out = tmp_path / f"w{workers}.csv"
-        code = infer([str(folder)], str(shipped_onnx("cnn")), "cpu", batch_size=16, top_k=2, fmt="csv",
-                     output=str(out), threads=1, workers=workers)
+        code = infer(
+            [str(folder)],
+            str(shipped_onnx("cnn")),
+            "cpu",
+            batch_size=16,
+            top_k=2,
+            fmt="csv",
+            output=str(out),
+            threads=1,
+            workers=workers,
+        )
         assert code == 1  # one file skipped
         outputs[workers] = rows_of(out)
         assert not Path(f"{out}.partial").exists()
@@ -83,8 +91,20 @@ def test_auto_workers_say_what_they_chose_and_answer_alike(tmp_path, monkeypatch
     for workers in (None, 0):
         out, err = tmp_path / f"{workers}.csv", tmp_path / f"{workers}.err"
         with open(err, "w") as stream:
-            assert infer([str(folder)], str(shipped_onnx("cnn")), "cpu", batch_size=16, fmt="csv",
-                         output=str(out), threads=1, workers=workers, err=stream) == 0
+            assert (
+                infer(
+                    [str(folder)],
+                    str(shipped_onnx("cnn")),
+                    "cpu",
+                    batch_size=16,
+                    fmt="csv",
+                    output=str(out),
+                    threads=1,
+                    workers=workers,
+                    err=stream,
+                )
+                == 0
+            )
         outputs[workers], errors[workers] = rows_of(out), err.read_text()
     assert outputs[None] == outputs[0] and len(outputs[0]) == 301
     said = "2 decode worker processes" if forced_pool else "decoding in the main process"
@@ -107,8 +127,23 @@ def test_sigkill_then_resume_gives_every_file_once(tmp_path):
     out = tmp_path / "out.csv"
     out.write_text("an earlier result\n")
     partial = Path(f"{out}.partial")
-    cmd = [sys.executable, "-m", "edgecls", "infer", str(folder), "--model", "gru", "--format", "csv",
-           "--output", str(out), "--batch-size", "4", "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgecls",
+        "infer",
+        str(folder),
+        "--model",
+        "gru",
+        "--format",
+        "csv",
+        "--output",
+        str(out),
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(cmd + ["--workers", "0"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not (partial.is_file() and partial.read_bytes().count(b"\n") >= 200):
@@ -154,8 +189,9 @@ def test_resume_refuses_what_it_cannot_continue(cli, tmp_path):
     # a csv .partial with another --top-k's header
     csv_out = tmp_path / "out.csv"
     Path(f"{csv_out}.partial").write_text("file,status,label1,prob1,label2,prob2\n")
-    assert_one_line_error(cli("infer", folder, "--model", "gru", "--output", csv_out, "--format", "csv", "--resume"),
-                          "header")
+    assert_one_line_error(
+        cli("infer", folder, "--model", "gru", "--output", csv_out, "--format", "csv", "--resume"), "header"
+    )
 
 
 def test_jpeg_draft_decodes_big_photos_small_with_the_same_answers(tmp_path):
@@ -192,9 +228,27 @@ def test_decode_workers_end_when_infer_is_killed(tmp_path):
     out = tmp_path / "out.csv"
     mark = f"edgecls-test-{uuid.uuid4()}"
     env = {**os.environ, "EDGECLS_TEST_MARK": mark}
-    proc = subprocess.Popen([sys.executable, "-m", "edgecls", "infer", str(folder), "--model", "cnn", "--format", "csv",
-                             "--output", str(out), "--workers", "2"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgecls",
+            "infer",
+            str(folder),
+            "--model",
+            "cnn",
+            "--format",
+            "csv",
+            "--output",
+            str(out),
+            "--workers",
+            "2",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     partial = Path(f"{out}.partial")
     deadline = time.monotonic() + 120
     while not (partial.is_file() and partial.read_bytes().count(b"\n") >= 1000):  # workers are running

@@ -7,8 +7,7 @@ import pytest
 from PIL import Image
 
 from edgecls.locations import shipped_onnx
-from edgecls.runtime import Classifier
-from edgecls.runtime import jpeg
+from edgecls.runtime import Classifier, jpeg
 from edgecls.runtime.preprocess import ImageError, file_to_uint8
 
 pytestmark = pytest.mark.skipif(not jpeg.available(), reason="simplejpeg has no wheel for this platform")
@@ -22,8 +21,10 @@ def infos():
 def both_paths(source, info, draft=None):
     """(fast path, Pillow path) of one file; bytes are read afresh for each."""
     if isinstance(source, bytes):
-        return (file_to_uint8(io.BytesIO(source), info, draft),
-                file_to_uint8(io.BytesIO(source), info, draft, fast_jpeg=False))
+        return (
+            file_to_uint8(io.BytesIO(source), info, draft),
+            file_to_uint8(io.BytesIO(source), info, draft, fast_jpeg=False),
+        )
     return file_to_uint8(source, info, draft), file_to_uint8(source, info, draft, fast_jpeg=False)
 
 
@@ -86,8 +87,12 @@ def test_reduced_scale_decoding_picks_pillows_scale(size):
 def test_bad_files_get_pillows_verdict(tmp_path, infos):
     info = infos["cnn"]
     good = jpeg_bytes(Image.new("RGB", (64, 64), (1, 2, 3)))
-    for name, data in {"truncated": good[: len(good) // 2], "garbage after SOI": b"\xff\xd8\xff" + b"x" * 50,
-                       "empty": b"", "png": b"\x89PNG\r\n\x1a\n" + b"\0" * 20}.items():
+    for name, data in {
+        "truncated": good[: len(good) // 2],
+        "garbage after SOI": b"\xff\xd8\xff" + b"x" * 50,
+        "empty": b"",
+        "png": b"\x89PNG\r\n\x1a\n" + b"\0" * 20,
+    }.items():
         assert jpeg.decode(data, "RGB") is None, name
         errors = []
         for fast in (True, False):

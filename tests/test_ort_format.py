@@ -6,17 +6,19 @@ import json
 import numpy as np
 import onnx
 import pytest
-
-from edgecls.data import evenly_spaced, load_for_spec, normalize
-from edgecls.errors import EdgeclsError
-from edgecls.locations import shipped_onnx
-from edgecls.registry import get_spec
-from edgecls.runtime import Classifier
-from edgecls.export.ort_format import ORT_FILE, OPS_FILE, ort_parity, write_ort
-
 from conftest import assert_one_line_error
 from test_export import write_checkpoint
 from test_shipped import SHIPPED
+
+from edgecls.data import evenly_spaced, load_for_spec, normalize
+from edgecls.errors import EdgeclsError
+from edgecls.export.ort_format import OPS_FILE, ORT_FILE, ort_parity, write_ort
+from edgecls.locations import shipped_onnx
+from edgecls.registry import get_spec
+from edgecls.runtime import Classifier
+
+# Conversions checked on real test images.
+pytestmark = pytest.mark.slow
 
 
 def real_batch(name: str, count: int = 256) -> np.ndarray:

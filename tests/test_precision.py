@@ -6,13 +6,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import assert_one_line_error, needs_gpu
 
 from edgecls.data import evenly_spaced, load_for_spec, normalize
 from edgecls.locations import shipped_onnx
+from edgecls.metadata import read_props
 from edgecls.registry import get_spec
 from edgecls.runtime import Classifier
 
-from conftest import assert_one_line_error
+# Quantization calibrates on real training images and gates on the full test split.
+pytestmark = pytest.mark.slow
 
 FP16_ATOL = 0.05  # max |Δlogit| of the fp16 variant against fp32 on real images (CPU provider), documented
 
@@ -24,8 +27,9 @@ def real(name: str, count: int = 512) -> np.ndarray:
 
 
 def quantize(cli, name, precision, out, *extra):
-    return cli("quantize", "--model", name, "--precision", precision, "--onnx", shipped_onnx(name),
-               "--artifacts", out, *extra)
+    return cli(
+        "quantize", "--model", name, "--precision", precision, "--onnx", shipped_onnx(name), "--artifacts", out, *extra
+    )
 
 
 def test_int8_cnn_is_kept_within_the_gate_and_describes_itself(cli, tmp_path):
@@ -35,7 +39,7 @@ def test_int8_cnn_is_kept_within_the_gate_and_describes_itself(cli, tmp_path):
     report = json.loads((tmp_path / "cnn" / "precision.json").read_text())["int8"]
     assert report["kept"]["passed"] and report["fp32_accuracy_pct"] - report["kept"]["accuracy_pct"] <= 0.5
     assert report["test_images"] == 10_000 and report["bytes"] < report["fp32_bytes"] / 2
-    props = {p.key: p.value for p in onnx.load(str(target)).metadata_props}
+    props = read_props(onnx.load(str(target)))
     assert props["precision"] == "int8" and "calibration" in props["precision_method"]
     ops = {n.op_type for n in onnx.load(str(target)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -44,8 +48,9 @@ def test_int8_cnn_is_kept_within_the_gate_and_describes_itself(cli, tmp_path):
     # the runtime's accuracy on the full split is the one the gate saw
     test = load_for_spec(get_spec("cnn"), "test", download=False)
     x = normalize(test.images(), get_spec("cnn").preprocess).numpy()
-    acc = 100 * np.mean(np.concatenate([clf.run(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)])
-                        == test.labels.numpy())
+    acc = 100 * np.mean(
+        np.concatenate([clf.run(x[i : i + 500]).argmax(1) for i in range(0, len(x), 500)]) == test.labels.numpy()
+    )
     assert acc == pytest.approx(report["kept"]["accuracy_pct"], abs=1e-9)
 
 
@@ -71,12 +76,15 @@ def test_a_variant_below_the_gate_writes_nothing_and_fails(cli, tmp_path, monkey
     assert len(tried) == 3 and all("accuracy_pct" in t for t in tried)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--onnx", "nope.onnx"], "no ONNX model at nope.onnx"),
-    (["--calibration", "3"], "--calibration must be at least 16"),
-    (["--onnx", str(shipped_onnx("gru"))], "holds model 'gru', not 'cnn'"),
-    (["--artifacts", "artifacts"], "holds a shipped model"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--onnx", "nope.onnx"], "no ONNX model at nope.onnx"),
+        (["--calibration", "3"], "--calibration must be at least 16"),
+        (["--onnx", str(shipped_onnx("gru"))], "holds model 'gru', not 'cnn'"),
+        (["--artifacts", "artifacts"], "holds a shipped model"),
+    ],
+)
 def test_bad_input_is_one_line(cli, tmp_path, args, message):
     base = ["quantize", "--model", "cnn", "--precision", "int8"]
     if "--onnx" not in args:
@@ -86,12 +94,9 @@ def test_bad_input_is_one_line(cli, tmp_path, args, message):
     assert_one_line_error(cli(*base, *args), message)
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="no CUDA provider here")
-def test_fp16_on_cuda(cli, tmp_path):
-    try:
-        cuda = Classifier(shipped_onnx("cnn"), "cuda")
-    except Exception as exc:
-        pytest.skip(f"CUDA provider cannot run here: {exc}")
+@needs_gpu
+def test_fp16_on_cuda(cli, data_root, tmp_path):
+    cuda = Classifier(shipped_onnx("cnn"), "cuda")
     assert quantize(cli, "cnn", "fp16", tmp_path).exit_code == 0
     x = real("cnn")
     half = Classifier(tmp_path / "cnn" / "model.fp16.onnx", "cuda")

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 
+from edgecls.commands.samples import sample_files
 from edgecls.locations import shipped_onnx
 from edgecls.runtime import Classifier
-from edgecls.samples import sample_files
 
-from conftest import assert_one_line_error
+# Starts a local Ray cluster.
+pytestmark = pytest.mark.slow
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 pd = pytest.importorskip("pandas")
@@ -70,8 +72,20 @@ def test_ray_engine_gives_the_plain_engines_answers_and_reports(cli, tmp_path, m
 
 def test_ray_engine_writes_csv_without_the_tensor_column(cli, tmp_path):
     out = tmp_path / "csv-out"
-    result = cli("infer", "samples/fashion-mnist", "--model", "gru", "--engine", "ray", "--output", out,
-                 "--format", "csv", "--actors", "1")
+    result = cli(
+        "infer",
+        "samples/fashion-mnist",
+        "--model",
+        "gru",
+        "--engine",
+        "ray",
+        "--output",
+        out,
+        "--format",
+        "csv",
+        "--actors",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     frame = pd.concat(pd.read_csv(f) for f in sorted(out.glob("*.csv")))
     assert len(frame) == len(sample_files("fashion-mnist")) and "probabilities" not in frame.columns
@@ -79,14 +93,17 @@ def test_ray_engine_writes_csv_without_the_tensor_column(cli, tmp_path):
     assert "1 actors x 1 CPU" in result.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--output", "{existing}"], "already exists; --engine ray writes a new folder"),
-    ([], "--engine ray needs --output DIR"),
-    (["--output", "{new}", "--format", "jsonl"], "--engine ray writes --format parquet or csv"),
-    (["--output", "{new}", "--workers", "2"], "--resume, --workers and --threads are for the local engine"),
-    (["--output", "{new}", "--actors", "64"], "would take all"),
-    (["--output", "{new}", "--cpus-per-actor", "0"], "must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--output", "{existing}"], "already exists; --engine ray writes a new folder"),
+        ([], "--engine ray needs --output DIR"),
+        (["--output", "{new}", "--format", "jsonl"], "--engine ray writes --format parquet or csv"),
+        (["--output", "{new}", "--workers", "2"], "--resume, --workers and --threads are for the local engine"),
+        (["--output", "{new}", "--actors", "64"], "would take all"),
+        (["--output", "{new}", "--cpus-per-actor", "0"], "must be at least 1"),
+    ],
+)
 def test_ray_engine_bad_input_is_one_line(cli, tmp_path, args, message):
     (tmp_path / "existing").mkdir()
     args = [a.format(existing=tmp_path / "existing", new=tmp_path / "new") for a in args]
@@ -97,8 +114,10 @@ def test_ray_engine_bad_input_is_one_line(cli, tmp_path, args, message):
 
 
 def test_parquet_is_refused_without_ray_engine(cli, tmp_path):
-    assert_one_line_error(cli("infer", "samples/fashion-mnist", "--model", "gru", "--format", "parquet"),
-                          "--format parquet and --actors go with --engine ray")
+    assert_one_line_error(
+        cli("infer", "samples/fashion-mnist", "--model", "gru", "--format", "parquet"),
+        "--format parquet and --actors go with --engine ray",
+    )
 
 
 def test_without_the_extra_one_line_names_it(cli, tmp_path, monkeypatch):

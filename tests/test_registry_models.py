@@ -2,11 +2,10 @@ import importlib.metadata
 
 import pytest
 import torch
+from conftest import assert_one_line_error
 
 from edgecls.errors import EdgeclsError
-from edgecls.registry import all_specs, get_spec, model_names
-
-from conftest import assert_one_line_error
+from edgecls.registry import get_spec, model_names
 
 NAMES = model_names()
 
@@ -112,7 +111,7 @@ def test_birnn_head_reads_each_directions_final_state_per_image():
     with torch.inference_mode():
         _, h_n = model.rnn(rows_as_sequence(x))  # [2 directions, N, hidden] for one layer
         assert torch.allclose(model.head(torch.cat([h_n[0], h_n[1]], dim=1)), model(x), atol=1e-6)
-        alone = torch.cat([model(x[i:i + 1]) for i in range(len(x))])
+        alone = torch.cat([model(x[i : i + 1]) for i in range(len(x))])
         assert torch.allclose(alone, model(x), atol=1e-5)
     assert model.rnn.bidirectional and model.rnn.nonlinearity == "tanh"
     w = model.rnn.weight_hh_l0_reverse.detach()

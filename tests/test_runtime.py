@@ -1,4 +1,3 @@
-import functools
 import json
 import subprocess
 import sys
@@ -6,15 +5,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, cifar_test_images, cuda_device_present, needs_gpu, quick_train
 from PIL import Image
+from test_export import write_checkpoint
 
 from edgecls.data import load_for_spec, normalize
 from edgecls.export import export_model
 from edgecls.registry import get_spec, model_names
 from edgecls.runtime import Classifier, convert_mode
-
-from conftest import assert_one_line_error, cifar_test_images, quick_train
-from test_export import write_checkpoint
 
 N_REAL = 24
 
@@ -26,7 +24,7 @@ def exported_zoo(tmp_path_factory, data_root):
     models = {}
     for name in model_names():
         models[name] = write_checkpoint(get_spec(name), art / name / "checkpoint.pt", seed=1)
-        export_model(name, artifacts=art, exporter="torchscript", echo=lambda s: None)
+        export_model(name, artifacts=art, exporter="torchscript")
     return art, models
 
 
@@ -62,9 +60,14 @@ def test_every_input_mode_and_size(exported_zoo, data_root):
     ref = gray.to_uint8(base)
     # lossless re-encodings of the same grey picture must give the same model input
     same = {
-        "RGB": base.convert("RGB"), "RGBA": base.convert("RGBA"), "LA": base.convert("LA"),
-        "P": base.convert("P"), "I;16": Image.fromarray(digit.astype(np.uint16) * 257),
-        "I": base.convert("I"), "F": Image.fromarray(digit.astype(np.float32) / 255), "array-HW": digit,
+        "RGB": base.convert("RGB"),
+        "RGBA": base.convert("RGBA"),
+        "LA": base.convert("LA"),
+        "P": base.convert("P"),
+        "I;16": Image.fromarray(digit.astype(np.uint16) * 257),
+        "I": base.convert("I"),
+        "F": Image.fromarray(digit.astype(np.float32) / 255),
+        "array-HW": digit,
     }
     for mode, im in same.items():
         assert np.array_equal(gray.to_uint8(im), ref), mode
@@ -85,10 +88,12 @@ def test_runtime_never_imports_torch(exported_zoo, tmp_path):
     art, _ = exported_zoo
     img = tmp_path / "x.png"
     Image.new("L", (28, 28), 128).save(img)
-    code = (f"import sys\nfrom edgecls.runtime import Classifier\nfrom edgecls.runtime.infer import infer\n"
-            f"c = Classifier({str(art / 'gru' / 'model.onnx')!r}, 'cpu')\nprint(c.predict([{str(img)!r}])[0])\n"
-            f"infer([{str(img)!r}], {str(art / 'gru' / 'model.onnx')!r}, 'cpu')\n"
-            f"assert 'torch' not in sys.modules and 'torchvision' not in sys.modules, 'torch imported'\n")
+    code = (
+        f"import sys\nfrom edgecls.runtime import Classifier\nfrom edgecls.runtime.infer import infer\n"
+        f"c = Classifier({str(art / 'gru' / 'model.onnx')!r}, 'cpu')\nprint(c.predict([{str(img)!r}])[0])\n"
+        f"infer([{str(img)!r}], {str(art / 'gru' / 'model.onnx')!r}, 'cpu')\n"
+        f"assert 'torch' not in sys.modules and 'torchvision' not in sys.modules, 'torch imported'\n"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
 
@@ -129,8 +134,10 @@ def test_infer_usage_errors_exit_2(cli, exported_zoo, tmp_path):
     fake.write_bytes(b"definitely not onnx")
     import onnx
 
+    from edgecls.metadata import write_props
+
     plain = onnx.load(str(art / "gru" / "model.onnx"))
-    del plain.metadata_props[:]
+    write_props(plain, {})
     foreign = tmp_path / "foreign.onnx"
     onnx.save(plain, str(foreign))
     cases = [
@@ -150,6 +157,7 @@ def test_infer_usage_errors_exit_2(cli, exported_zoo, tmp_path):
         assert_one_line_error(result, needle)
 
 
+@pytest.mark.skipif(cuda_device_present(), reason="this machine has a CUDA device: the no-GPU path cannot be shown")
 def test_cuda_provider_without_gpu_is_one_line_and_auto_says_cpu(cli, exported_zoo, tmp_path):
     import onnxruntime as ort
 
@@ -157,8 +165,6 @@ def test_cuda_provider_without_gpu_is_one_line_and_auto_says_cpu(cli, exported_z
     img = tmp_path / "a.png"
     Image.new("L", (28, 28)).save(img)
     clf = Classifier(art / "gru" / "model.onnx", "auto")
-    if clf.provider == "cuda":
-        pytest.skip("a working CUDA provider is present; the no-GPU path cannot be shown here")
     result = cli("infer", img, "--model", "gru", "--artifacts", art, "--provider", "cuda")
     assert_one_line_error(result, "CUDA execution provider unavailable", "--provider cpu")
     auto = cli("infer", img, "--model", "gru", "--artifacts", art, "--provider", "auto")
@@ -166,16 +172,10 @@ def test_cuda_provider_without_gpu_is_one_line_and_auto_says_cpu(cli, exported_z
     assert clf.providers == ["CPUExecutionProvider"] and "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+@needs_gpu
 def test_cuda_provider_runs_on_a_gpu(exported_zoo, data_root):
     art, models = exported_zoo
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("onnxruntime has no CUDA provider here")
-    try:
-        clf = Classifier(art / "gru" / "model.onnx", "cuda")
-    except Exception as exc:
-        pytest.skip(f"no usable GPU here (CI has none): {exc}")
+    clf = Classifier(art / "gru" / "model.onnx", "cuda")
     assert clf.providers[0] == "CUDAExecutionProvider"
     x = np.random.default_rng(0).integers(0, 256, (64, 1, 28, 28), dtype=np.uint8)
     with torch.inference_mode():
@@ -183,31 +183,14 @@ def test_cuda_provider_runs_on_a_gpu(exported_zoo, data_root):
     np.testing.assert_allclose(clf.logits(x), eager, atol=get_spec("gru").atol, rtol=0)
 
 
-@functools.cache
-def usable_cuda() -> str | None:
-    """Why the CUDA provider cannot run here (None: it can)."""
-    import onnxruntime as ort
-
-    from edgecls.locations import shipped_onnx
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "onnxruntime has no CUDA provider here"
-    try:
-        Classifier(shipped_onnx("gru"), "cuda")
-    except Exception as exc:
-        return f"no usable GPU here (CI has none): {exc}"
-    return None
-
-
+@needs_gpu
 @pytest.mark.parametrize("name", model_names())
 def test_cuda_provider_gives_the_cpu_logits_on_shipped_models(name):
     """fp32 on the GPU answers like fp32 on the CPU within the parity bar: ORT's default TF32 math on
     Ampere+ GPUs moved logits by up to 9e-3 (H100), so the runtime turns it off."""
+    from edgecls.commands.samples import sample_files
     from edgecls.locations import shipped_onnx
-    from edgecls.samples import sample_files
 
-    if (why := usable_cuda()) is not None:
-        pytest.skip(why)
     cpu, gpu = Classifier(shipped_onnx(name), "cpu"), Classifier(shipped_onnx(name), "cuda")
     x = np.stack([cpu.to_uint8(f) for f in sample_files(get_spec(name).dataset)])
     a, b = cpu.logits(x), gpu.logits(x)
@@ -215,9 +198,8 @@ def test_cuda_provider_gives_the_cpu_logits_on_shipped_models(name):
     assert np.abs(a - b).max() <= get_spec(name).atol and (a.argmax(1) == b.argmax(1)).all()
 
 
-def test_evaluate_on_cuda_meets_parity_bar(cli, tmp_path):
-    if (why := usable_cuda()) is not None:
-        pytest.skip(why)
+@needs_gpu
+def test_evaluate_on_cuda_meets_parity_bar(cli, data_root, tmp_path):
     assert quick_train(cli, "gru", tmp_path, 300).exit_code == 0
     assert cli("export", "--model", "gru", "--artifacts", tmp_path).exit_code == 0
     result = cli("evaluate", "--model", "gru", "--provider", "cuda", "--artifacts", tmp_path)
@@ -227,7 +209,7 @@ def test_evaluate_on_cuda_meets_parity_bar(cli, tmp_path):
 
 
 @pytest.mark.parametrize("name", model_names())
-def test_evaluate_meets_parity_bar_on_real_images(cli, tmp_path, name):
+def test_evaluate_meets_parity_bar_on_real_images(cli, data_root, tmp_path, name):
     assert quick_train(cli, name, tmp_path, 300).exit_code == 0
     assert cli("export", "--model", name, "--exporter", "torchscript", "--artifacts", tmp_path).exit_code == 0
     result = cli("evaluate", "--model", name, "--limit", "300", "--provider", "cpu", "--artifacts", tmp_path)
@@ -256,10 +238,10 @@ def test_batch_split_gives_the_single_session_logits(name):
             np.testing.assert_allclose(split.run(x[:batch]), single.run(x[:batch]), atol=1e-5, rtol=0)
         assert split.execution(257) == f"{threads} x 1-thread sessions"
         assert split.execution(7) == f"1 session, {threads} threads"
-        assert len(split.parallel.sessions) == threads  # made on first need
+        assert len(split.engine.parallel.sessions) == threads  # made on first need
     assert split_count(2 * SPLIT_MIN_ROWS - 1, 2) == 1 and split_count(2 * SPLIT_MIN_ROWS, 2) == 2
     assert split_count(10_000, 3) == 3 and split_count(10_000, 1) == 1
-    assert Classifier(shipped_onnx(name), "cpu", threads=1).parallel is None  # one thread: nothing to split
+    assert Classifier(shipped_onnx(name), "cpu", threads=1).engine.parallel is None  # one thread: nothing to split
 
 
 @pytest.mark.parametrize("threads", [0, -2, 1.5, True])
@@ -272,7 +254,7 @@ def test_bad_thread_counts_are_refused(threads):
 
 
 def test_infer_refuses_bad_threads_in_one_line(cli):
-    from edgecls.samples import sample_files
+    from edgecls.commands.samples import sample_files
 
     result = cli("infer", sample_files("fashion-mnist")[0], "--model", "gru", "--threads", "0")
     assert_one_line_error(result, "--threads must be a whole number of at least 1")

@@ -13,19 +13,18 @@ import zlib
 import numpy as np
 import pytest
 import tritonclient.http as tc
+from conftest import assert_one_line_error
 from PIL import Image
+from serving import error_of, free_port, model_inputs, multipart, request, running
+from test_shipped import SHIPPED
 from tritonclient.utils import InferenceServerException
 
+from edgecls.commands.samples import sample_files
 from edgecls.locations import shipped_onnx
 from edgecls.registry import get_spec
 from edgecls.runtime import Classifier
 from edgecls.runtime.infer import infer
-from edgecls.samples import sample_files
 from edgecls.serve.app import create_app
-
-from conftest import assert_one_line_error
-from serving import error_of, free_port, model_inputs, multipart, request, running
-from test_shipped import SHIPPED
 
 MAX_BATCH = 16
 
@@ -66,7 +65,7 @@ def test_health_server_and_model_metadata(server, classifiers):
     for name, clf in classifiers.items():
         assert c.is_model_ready(name) and c.is_model_ready(name, "1")
         meta = c.get_model_metadata(name)
-        (inp,), (out,) = clf.session.get_inputs(), clf.session.get_outputs()
+        (inp,), (out,) = clf.engine.inputs(), clf.engine.outputs()
         assert meta["inputs"] == [{"name": inp.name, "datatype": "FP32", "shape": [-1, *inp.shape[1:]]}]
         assert meta["outputs"] == [{"name": out.name, "datatype": "FP32", "shape": [-1, len(clf.class_names)]}]
         assert c.get_model_config(name)["max_batch_size"] == MAX_BATCH
@@ -86,7 +85,7 @@ def test_tritonclient_gets_the_classifier_logits(server, classifiers, name, bina
     for rows in (x[:1], x):  # one image, and a batch of nine
         got = infer_logits(url, name, rows, binary=binary)
         assert got.shape == (len(rows), len(clf.class_names))
-        np.testing.assert_allclose(got, expected[:len(rows)], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(got, expected[: len(rows)], atol=1e-5, rtol=0)
 
 
 def test_default_outputs_versions_ids_and_gzip(server, classifiers):
@@ -96,8 +95,12 @@ def test_default_outputs_versions_ids_and_gzip(server, classifiers):
     inp = tc.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
     c = client(url)
-    for kw in ({}, {"model_version": "1"}, {"request_compression_algorithm": "gzip"},
-               {"request_compression_algorithm": "deflate"}):
+    for kw in (
+        {},
+        {"model_version": "1"},
+        {"request_compression_algorithm": "gzip"},
+        {"request_compression_algorithm": "deflate"},
+    ):
         result = c.infer("gru", [inp], request_id="abc", **kw)  # no outputs named: all, binary
         np.testing.assert_allclose(result.as_numpy("logits"), clf.run(x), atol=1e-5, rtol=0)
         assert result.get_response()["id"] == "abc"
@@ -133,8 +136,19 @@ def test_classify_endpoint_equals_edgecls_infer(server, tmp_path, name):
         im.convert("RGBA").save(tmp_path / f"rgba{i}.png")
     files += sorted(tmp_path.glob("*.png"))
     out = tmp_path / "infer.json"
-    assert infer([str(f) for f in files], str(shipped_onnx(name)), "cpu", top_k=3, fmt="json", output=str(out),
-                 threads=1, err=io.StringIO()) == 0
+    assert (
+        infer(
+            [str(f) for f in files],
+            str(shipped_onnx(name)),
+            "cpu",
+            top_k=3,
+            fmt="json",
+            output=str(out),
+            threads=1,
+            err=io.StringIO(),
+        )
+        == 0
+    )
     expected = json.loads(out.read_text())
     body, ctype = multipart([(f.name, f.read_bytes()) for f in files])
     status, _, data = request(url, "POST", f"/v2/models/{name}/classify?top_k=3", body, {"Content-Type": ctype})
@@ -143,8 +157,9 @@ def test_classify_endpoint_equals_edgecls_infer(server, tmp_path, name):
     assert [r["file"] for r in got] == [f.name for f in files]
     for g, e in zip(got, expected):
         assert [t["label"] for t in g["top_k"]] == [t["label"] for t in e["top_k"]], (g, e)
-        np.testing.assert_allclose([t["probability"] for t in g["top_k"]],
-                                   [t["probability"] for t in e["top_k"]], atol=2e-6)
+        np.testing.assert_allclose(
+            [t["probability"] for t in g["top_k"]], [t["probability"] for t in e["top_k"]], atol=2e-6
+        )
 
 
 def test_concurrent_requests_are_batched_and_each_client_gets_its_rows(server, classifiers):
@@ -167,7 +182,7 @@ def test_concurrent_requests_are_batched_and_each_client_gets_its_rows(server, c
 
     def one(i):
         try:
-            results[i] = infer_logits(url, "gru", x[i:i + 1], binary=i % 2 == 0)
+            results[i] = infer_logits(url, "gru", x[i : i + 1], binary=i % 2 == 0)
         except Exception as exc:  # reported below
             errors.append(exc)
 
@@ -181,10 +196,10 @@ def test_concurrent_requests_are_batched_and_each_client_gets_its_rows(server, c
         assert request(url, "GET", "/v2/health/ready")[0] == 200
         assert request(url, "GET", "/v2/models/gru/ready")[0] == 200
         for _ in range(3000):  # up to 30 s for the other requests to reach the queue
-            if batcher.qsize() >= len(x) - 1:
+            if len(batcher.waiting) >= len(x) - 1:
                 break
             threading.Event().wait(0.01)
-        assert batcher.qsize() == len(x) - 1
+        assert len(batcher.waiting) == len(x) - 1
     finally:
         release.set()
         for t in threads:
@@ -207,8 +222,10 @@ def test_without_dynamic_batching_each_request_runs_alone(classifiers):
     x = model_inputs(clf, samples_for("gru", 12))
     with running(app) as url:
         out = {}
-        threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, infer_logits(url, "gru", x[i:i + 1])))
-                   for i in range(len(x))]
+        threads = [
+            threading.Thread(target=lambda i=i: out.__setitem__(i, infer_logits(url, "gru", x[i : i + 1])))
+            for i in range(len(x))
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -227,8 +244,10 @@ def _infer_json(shape, data=None, name="input", datatype="FP32", **extra) -> byt
 
 def _png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height pixels (a decompression bomb's calling card)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -240,8 +259,13 @@ JSON = {"Content-Type": "application/json"}
 def _bad_cases():
     png = sample_files("fashion-mnist")[0].read_bytes()
     jpg = sample_files("cifar10")[0].read_bytes()
-    binary_head = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
-                                          "parameters": {"binary_data_size": 3136}}]}).encode()
+    binary_head = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": 3136}}
+            ]
+        }
+    ).encode()
     infer = "/v2/models/gru/infer"
     classify = "/v2/models/gru/classify"
     up = lambda *files: multipart(list(files))  # noqa: E731
@@ -252,42 +276,110 @@ def _bad_cases():
         "wrong shape": (infer, _infer_json([1, 3, 28, 28], GOOD * 3), JSON, 400, "shape [1, 3, 28, 28]"),
         "wrong rank": (infer, _infer_json([784], GOOD), JSON, 400, "[N, 1, 28, 28]"),
         "zero rows": (infer, _infer_json([0, 1, 28, 28], []), JSON, 400, "N >= 1"),
-        "too many rows": (infer, _infer_json([MAX_BATCH + 1, 1, 28, 28], GOOD * (MAX_BATCH + 1)), JSON, 400,
-                          "--max-batch"),
-        "wrong input name": (infer, _infer_json([1, 1, 28, 28], GOOD, name="image"), JSON, 400, "unknown input 'image'"),
-        "wrong output name": (infer, json.dumps({"inputs": json.loads(_infer_json([1, 1, 28, 28], GOOD))["inputs"],
-                                                 "outputs": [{"name": "probs"}]}).encode(), JSON, 400,
-                              "unknown output 'probs'"),
+        "too many rows": (
+            infer,
+            _infer_json([MAX_BATCH + 1, 1, 28, 28], GOOD * (MAX_BATCH + 1)),
+            JSON,
+            400,
+            "--max-batch",
+        ),
+        "wrong input name": (
+            infer,
+            _infer_json([1, 1, 28, 28], GOOD, name="image"),
+            JSON,
+            400,
+            "unknown input 'image'",
+        ),
+        "wrong output name": (
+            infer,
+            json.dumps(
+                {"inputs": json.loads(_infer_json([1, 1, 28, 28], GOOD))["inputs"], "outputs": [{"name": "probs"}]}
+            ).encode(),
+            JSON,
+            400,
+            "unknown output 'probs'",
+        ),
         "data length": (infer, _infer_json([1, 1, 28, 28], GOOD[:-1]), JSON, 400, "783 values"),
         "data not numbers": (infer, _infer_json([1, 1, 28, 28], ["x"] * 784), JSON, 400, "must be numbers"),
         "NaN": (infer, _infer_json([1, 1, 28, 28], [float("nan")] * 784), JSON, 400, "NaN"),
         "no data": (infer, _infer_json([1, 1, 28, 28]), JSON, 400, "neither 'data'"),
-        "binary size vs shape": (infer, json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28],
-                                                                "datatype": "FP32", "parameters": {"binary_data_size": 100}}]
-                                                    }).encode(), JSON, 400, "does not match shape"),
-        "binary header beyond body": (infer, binary_head, {"Inference-Header-Content-Length": str(len(binary_head) + 50)},
-                                      400, "Inference-Header-Content-Length"),
-        "binary data short": (infer, binary_head + b"\0" * 100, {"Inference-Header-Content-Length": str(len(binary_head))},
-                              400, "goes beyond the body"),
-        "binary data long": (infer, binary_head + b"\0" * 3140, {"Inference-Header-Content-Length": str(len(binary_head))},
-                             400, "unexpected bytes"),
+        "binary size vs shape": (
+            infer,
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [1, 1, 28, 28],
+                            "datatype": "FP32",
+                            "parameters": {"binary_data_size": 100},
+                        }
+                    ]
+                }
+            ).encode(),
+            JSON,
+            400,
+            "does not match shape",
+        ),
+        "binary header beyond body": (
+            infer,
+            binary_head,
+            {"Inference-Header-Content-Length": str(len(binary_head) + 50)},
+            400,
+            "Inference-Header-Content-Length",
+        ),
+        "binary data short": (
+            infer,
+            binary_head + b"\0" * 100,
+            {"Inference-Header-Content-Length": str(len(binary_head))},
+            400,
+            "goes beyond the body",
+        ),
+        "binary data long": (
+            infer,
+            binary_head + b"\0" * 3140,
+            {"Inference-Header-Content-Length": str(len(binary_head))},
+            400,
+            "unexpected bytes",
+        ),
         "header length not a number": (infer, binary_head, {"Inference-Header-Content-Length": "ten"}, 400, "integer"),
         "unsupported encoding": (infer, _infer_json([1, 1, 28, 28], GOOD), {"Content-Encoding": "br"}, 415, "br"),
         "gzip that is not": (infer, b"plain", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
         "gzip bomb": (infer, gzip.compress(b" " * (3 << 20)), {"Content-Encoding": "gzip"}, 413, "decompressed"),
-        "unknown model": ("/v2/models/resnet/infer", _infer_json([1, 1, 28, 28], GOOD), JSON, 404, "unknown model 'resnet'"),
-        "unknown version": ("/v2/models/gru/versions/7/infer", _infer_json([1, 1, 28, 28], GOOD), JSON, 404,
-                            "no version '7'"),
+        "unknown model": (
+            "/v2/models/resnet/infer",
+            _infer_json([1, 1, 28, 28], GOOD),
+            JSON,
+            404,
+            "unknown model 'resnet'",
+        ),
+        "unknown version": (
+            "/v2/models/gru/versions/7/infer",
+            _infer_json([1, 1, 28, 28], GOOD),
+            JSON,
+            404,
+            "no version '7'",
+        ),
         "unknown route": ("/v2/models/gru/explain", b"{}", JSON, 404, "no such endpoint"),
         "body over the limit": (infer, b"[" + b"0.0," * 300_000 + b"0.0]", JSON, 413, "--max-body-mb"),
         "non-image upload": (classify, *up(("notes.txt", b"hello, not an image")), 400, "notes.txt: not an image"),
-        "truncated PNG": (classify, *up(("cut.png", png[:len(png) // 2])), 400, "cut.png: unreadable image"),
-        "truncated JPEG": (classify, *up(("cut.jpg", jpg[:len(jpg) // 2])), 400, "cut.jpg: unreadable image"),
+        "truncated PNG": (classify, *up(("cut.png", png[: len(png) // 2])), 400, "cut.png: unreadable image"),
+        "truncated JPEG": (classify, *up(("cut.jpg", jpg[: len(jpg) // 2])), 400, "cut.jpg: unreadable image"),
         "decompression bomb": (classify, *up(("bomb.png", _png_claiming(20_000, 20_000))), 400, "decompression bomb"),
-        "over Pillow's warning limit": (classify, *up(("big.png", _png_claiming(10_000, 10_000))), 400,
-                                        "decompression bomb"),
+        "over Pillow's warning limit": (
+            classify,
+            *up(("big.png", _png_claiming(10_000, 10_000))),
+            400,
+            "decompression bomb",
+        ),
         "one bad file of two": (classify, *up(("ok.png", png), ("bad.png", b"\x89PNG junk")), 400, "1 of 2 uploads"),
-        "no files": (classify, b"--b--\r\n", {"Content-Type": "multipart/form-data; boundary=b"}, 400, "no image files"),
+        "no files": (
+            classify,
+            b"--b--\r\n",
+            {"Content-Type": "multipart/form-data; boundary=b"},
+            400,
+            "no image files",
+        ),
         "not multipart": (classify, png, {"Content-Type": "image/png"}, 415, "multipart/form-data"),
         "top_k zero": (classify + "?top_k=0", *up(("ok.png", png)), 400, "top_k"),
         "top_k not a number": (classify + "?top_k=many", *up(("ok.png", png)), 400, "top_k"),
@@ -326,8 +418,12 @@ def test_tritonclient_sees_the_error_message(server, classifiers):
     same = client(url)  # one keep-alive connection: an error must leave it usable
     with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
         same.infer("nope", [inp])
-    np.testing.assert_allclose(same.infer("gru", [inp]).as_numpy("logits"),
-                               classifiers["gru"].run(np.zeros((1, 1, 28, 28), np.float32)), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        same.infer("gru", [inp]).as_numpy("logits"),
+        classifiers["gru"].run(np.zeros((1, 1, 28, 28), np.float32)),
+        atol=1e-5,
+        rtol=0,
+    )
     inp = tc.InferInput("input", [1, 3, 32, 32], "FP32")
     inp.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
     with pytest.raises(InferenceServerException, match=r"\[N, 1, 28, 28\]"):
@@ -352,8 +448,9 @@ def test_serve_command_refuses_bad_options_in_one_line(cli, tmp_path):
     assert_one_line_error(cli("serve", "--onnx", tmp_path / "none.onnx", "--port", port), "no such file")
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     assert_one_line_error(cli("serve", "--onnx", tmp_path / "junk.onnx", "--port", port), "cannot load")
-    assert_one_line_error(cli("serve", "--model", "gru", "--onnx", shipped_onnx("gru"), "--port", port),
-                          "two models named gru")
+    assert_one_line_error(
+        cli("serve", "--model", "gru", "--onnx", shipped_onnx("gru"), "--port", port), "two models named gru"
+    )
     result = cli("serve", "--model", "gru", "--artifacts", tmp_path, "--port", port)
     assert_one_line_error(result, "no ONNX model for gru")
     assert result.exit_code == 2

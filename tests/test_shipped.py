@@ -8,21 +8,21 @@ import shutil
 
 import pytest
 import torch
-
-from edgecls.locations import MODEL_CARD, shipped_onnx, shipped_root
-from edgecls.registry import get_spec, model_names
-from edgecls.runtime import Classifier
-from edgecls.samples import PER_DATASET, label_of, sample_files
-
 from conftest import REPO, assert_one_line_error
 
-# The models that beat their report and therefore ship; benchmarks/results/accuracy.md lists all six.
+from edgecls.commands.samples import PER_DATASET, label_of, sample_files
+from edgecls.locations import MODEL_CARD, shipped_onnx, shipped_root
+from edgecls.metadata import read_props
+from edgecls.registry import get_spec, model_names
+from edgecls.runtime import Classifier
+
+# The models that beat their report and therefore ship; benchmarks/results/accuracy.md lists all seven.
 SHIPPED = ["cnn", "rnn", "birnn", "gru", "crnn", "lstm", "lstm-binary"]
 
 
 def binom_cdf(k: int, n: int, p: float) -> float:
     """P(X <= k) for X ~ Binomial(n, p)."""
-    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
 
 
 def load_card(name: str) -> dict:
@@ -147,8 +147,10 @@ def test_full_test_split_through_the_runtime_keeps_the_cards_accuracy(data_root,
     assert worst <= 1e-5
     card = load_card(name)
     if card["test_images"] != len(test):  # e.g. the official EMNIST split of a torchvision download
-        pytest.skip(f"the card's accuracy was measured on another copy of the test split ({card['test_images']} "
-                    f"images, here {len(test)}); logits checked, accuracy not comparable")
+        pytest.skip(
+            f"the card's accuracy was measured on another copy of the test split ({card['test_images']} "
+            f"images, here {len(test)}); logits checked, accuracy not comparable"
+        )
     assert abs(acc_pct - card["accuracy"]["onnx_pct"]) < 0.005  # 0.00 points apart
 
 
@@ -160,7 +162,7 @@ def test_int8_variants_are_shipped_where_they_shrink_the_file():
 
 
 @pytest.mark.parametrize("name", INT8_SHIPPED)
-def test_shipped_int8_variant_passes_the_gate_on_the_full_test_split(name):
+def test_shipped_int8_variant_passes_the_gate_on_the_full_test_split(data_root, name):
     """The shipped int8 file is the one its card describes, and through the runtime its accuracy on the
     whole real test split is the card's, within 0.5 points of the fp32 file's."""
     import numpy as np
@@ -172,12 +174,12 @@ def test_shipped_int8_variant_passes_the_gate_on_the_full_test_split(name):
     variant = card["variants"]["int8"]
     path = shipped_onnx(name).parent / variant["file"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == variant["sha256"]
-    assert {p.key: p.value for p in onnx.load(str(path)).metadata_props}["precision"] == "int8"
+    assert read_props(onnx.load(str(path)))["precision"] == "int8"
     spec = get_spec(name)
     test = load_for_spec(spec, "test", download=False)
     x, y = normalize(test.images(), spec.preprocess).numpy(), test.labels.numpy()
     clf = Classifier(path, "cpu")
-    acc = 100 * np.mean(np.concatenate([clf.run(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)]) == y)
+    acc = 100 * np.mean(np.concatenate([clf.run(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)]) == y)
     if card["test_images"] == len(y):
         assert abs(acc - variant["accuracy_pct"]) < 0.005
     assert card["accuracy"]["onnx_pct"] - acc <= 0.5

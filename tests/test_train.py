@@ -2,12 +2,14 @@ import json
 
 import pytest
 import torch
+from conftest import assert_one_line_error, cuda_device_present, quick_train
 
 from edgecls import checkpoint as ckpt_io
 from edgecls.fileio import atomic_path
 from edgecls.registry import model_names
 
-from conftest import assert_one_line_error, quick_train
+# Every test here trains on the real data sets.
+pytestmark = pytest.mark.slow
 
 
 def _state(path):
@@ -39,13 +41,29 @@ def test_gru_short_real_run_is_well_above_chance(cli, tmp_path):
 
 def test_same_seed_same_checkpoint(cli, tmp_path):
     for run in ("a", "b"):
-        assert cli("train", "--model", "rnn", "--epochs", "1", "--limit", "300", "--seed", "7",
-                   "--artifacts", tmp_path / run).exit_code == 0
+        assert (
+            cli(
+                "train",
+                "--model",
+                "rnn",
+                "--epochs",
+                "1",
+                "--limit",
+                "300",
+                "--seed",
+                "7",
+                "--artifacts",
+                tmp_path / run,
+            ).exit_code
+            == 0
+        )
     a, b = _state(tmp_path / "a/rnn/checkpoint.pt"), _state(tmp_path / "b/rnn/checkpoint.pt")
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     c = tmp_path / "c"
-    assert cli("train", "--model", "rnn", "--epochs", "1", "--limit", "300", "--seed", "8",
-               "--artifacts", c).exit_code == 0
+    assert (
+        cli("train", "--model", "rnn", "--epochs", "1", "--limit", "300", "--seed", "8", "--artifacts", c).exit_code
+        == 0
+    )
     assert not torch.equal(a["state_dict"]["head.weight"], _state(c / "rnn/checkpoint.pt")["state_dict"]["head.weight"])
 
 
@@ -90,6 +108,7 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 
 # ------------------------------------------------------------------------------------- bad input
 
+
 @pytest.fixture
 def trained(cli, tmp_path):
     """A finished one-epoch gru run; returns (artifacts dir, checkpoint bytes)."""
@@ -106,27 +125,45 @@ def test_bad_epochs(cli, trained):
 def test_unwritable_artifacts_dir(cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    assert_one_line_error(cli("train", "--model", "gru", "--epochs", "1", "--limit", "100",
-                              "--artifacts", blocker / "sub"), "cannot create folder")
+    assert_one_line_error(
+        cli("train", "--model", "gru", "--epochs", "1", "--limit", "100", "--artifacts", blocker / "sub"),
+        "cannot create folder",
+    )
 
 
 def test_missing_data(cli, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = cli("train", "--model", "lstm", "--epochs", "1", "--data-dir", empty, "--artifacts", tmp_path,
-                 EDGECLS_DATA="", EDGECLS_NO_DOWNLOAD="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    result = cli(
+        "train",
+        "--model",
+        "lstm",
+        "--epochs",
+        "1",
+        "--data-dir",
+        empty,
+        "--artifacts",
+        tmp_path,
+        EDGECLS_DATA="",
+        EDGECLS_NO_DOWNLOAD="1",
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )
     assert_one_line_error(result, "EMNIST bymerge not found", "--data-dir", "EDGECLS_DATA")
     assert not (tmp_path / "lstm" / "checkpoint.pt").exists()
 
 
 def test_data_dir_that_is_not_a_folder(cli, tmp_path):
-    assert_one_line_error(cli("train", "--model", "gru", "--data-dir", tmp_path / "nope", "--artifacts", tmp_path),
-                          "is not a folder")
+    assert_one_line_error(
+        cli("train", "--model", "gru", "--data-dir", tmp_path / "nope", "--artifacts", tmp_path), "is not a folder"
+    )
 
 
 def test_resume_without_checkpoint(cli, tmp_path):
-    assert_one_line_error(cli("train", "--model", "rnn", "--resume", "--artifacts", tmp_path),
-                          "no resume state", "edgecls train --model rnn")
+    assert_one_line_error(
+        cli("train", "--model", "rnn", "--resume", "--artifacts", tmp_path),
+        "no resume state",
+        "edgecls train --model rnn",
+    )
 
 
 def test_resume_with_another_models_checkpoint(cli, trained):
@@ -140,8 +177,10 @@ def test_resume_with_another_models_checkpoint(cli, trained):
 def test_resume_of_a_finished_run_and_changed_settings(cli, trained):
     art, before = trained
     assert_one_line_error(cli("train", "--model", "gru", "--resume", "--artifacts", art), "--epochs N with N > 1")
-    assert_one_line_error(cli("train", "--model", "gru", "--resume", "--epochs", "2", "--lr", "0.5",
-                              "--artifacts", art), "cannot change --lr")
+    assert_one_line_error(
+        cli("train", "--model", "gru", "--resume", "--epochs", "2", "--lr", "0.5", "--artifacts", art),
+        "cannot change --lr",
+    )
     assert (art / "gru/checkpoint.pt").read_bytes() == before
 
 
@@ -149,15 +188,15 @@ def test_corrupt_resume_file(cli, trained):
     art, _ = trained
     data = (art / "gru/resume.pt").read_bytes()
     (art / "gru/resume.pt").write_bytes(data[: len(data) // 2])
-    assert_one_line_error(cli("train", "--model", "gru", "--resume", "--epochs", "2", "--artifacts", art),
-                          "not a readable edgecls resume state")
+    assert_one_line_error(
+        cli("train", "--model", "gru", "--resume", "--epochs", "2", "--artifacts", art),
+        "not a readable edgecls resume state",
+    )
 
 
+@pytest.mark.skipif(cuda_device_present(), reason="this machine has a CUDA device")
 def test_cuda_asked_without_gpu(cli, tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA GPU is present")
-    assert_one_line_error(cli("train", "--model", "gru", "--device", "cuda", "--artifacts", tmp_path),
-                          "--device cuda")
+    assert_one_line_error(cli("train", "--model", "gru", "--device", "cuda", "--artifacts", tmp_path), "--device cuda")
 
 
 def test_lstm_binary_starts_from_the_trained_lstm(cli, tmp_path):
@@ -183,8 +222,19 @@ def test_lstm_binary_starts_from_the_trained_lstm(cli, tmp_path):
 def test_select_keeps_the_epoch_its_metric_names(cli, tmp_path):
     # One seed, so both runs see the same validation figures and differ only in the epoch they keep.
     for metric in ("val_loss", "val_acc"):
-        result = cli("train", "--model", "rnn", "--epochs", "4", "--limit", "600", "--select", metric,
-                     "--artifacts", tmp_path / metric)
+        result = cli(
+            "train",
+            "--model",
+            "rnn",
+            "--epochs",
+            "4",
+            "--limit",
+            "600",
+            "--select",
+            metric,
+            "--artifacts",
+            tmp_path / metric,
+        )
         assert result.exit_code == 0, result.output
     by_loss, by_acc = _state(tmp_path / "val_loss/rnn/checkpoint.pt"), _state(tmp_path / "val_acc/rnn/checkpoint.pt")
     hist = by_loss["history"]
@@ -192,10 +242,26 @@ def test_select_keeps_the_epoch_its_metric_names(cli, tmp_path):
     assert by_loss["best_epoch"] == min(hist, key=lambda h: h["val_loss"])["epoch"]
     assert by_acc["best_epoch"] == max(hist, key=lambda h: (h["val_acc"], -h["val_loss"]))["epoch"]
     assert by_acc["hparams"]["select"] == "val_acc" and by_acc["val_accuracy"] == max(h["val_acc"] for h in hist)
-    assert_one_line_error(cli("train", "--model", "rnn", "--resume", "--epochs", "5", "--select", "val_loss",
-                              "--artifacts", tmp_path / "val_acc"), "cannot change --select")
-    assert_one_line_error(cli("train", "--model", "rnn", "--epochs", "1", "--select", "accuracy",
-                              "--artifacts", tmp_path / "bad"), "--select", "val_loss")
+    assert_one_line_error(
+        cli(
+            "train",
+            "--model",
+            "rnn",
+            "--resume",
+            "--epochs",
+            "5",
+            "--select",
+            "val_loss",
+            "--artifacts",
+            tmp_path / "val_acc",
+        ),
+        "cannot change --select",
+    )
+    assert_one_line_error(
+        cli("train", "--model", "rnn", "--epochs", "1", "--select", "accuracy", "--artifacts", tmp_path / "bad"),
+        "--select",
+        "val_loss",
+    )
     assert not (tmp_path / "bad").exists()
 
 

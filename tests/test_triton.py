@@ -4,14 +4,13 @@ the ONNX graph it holds."""
 import hashlib
 
 import onnx
+from conftest import assert_one_line_error
 from google.protobuf import text_format
+from test_shipped import SHIPPED
 from tritonclient.grpc import model_config_pb2
 
 from edgecls.locations import shipped_onnx
 from edgecls.runtime import Classifier
-
-from conftest import assert_one_line_error
-from test_shipped import SHIPPED
 
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: model_config_pb2.TYPE_FP32}
 
@@ -55,8 +54,22 @@ def test_options_and_rewrite(cli, tmp_path):
     repo = tmp_path / "repo"
     assert cli("triton", repo, "--model", "gru").exit_code == 0
     (repo / "gru" / "stale.txt").write_text("from an earlier export")
-    result = cli("triton", repo, "--model", "gru", "--model", "cnn", "--max-batch", "8", "--max-delay-ms", "0.5",
-                 "--instances", "2", "--kind", "cpu")
+    result = cli(
+        "triton",
+        repo,
+        "--model",
+        "gru",
+        "--model",
+        "cnn",
+        "--max-batch",
+        "8",
+        "--max-delay-ms",
+        "0.5",
+        "--instances",
+        "2",
+        "--kind",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in repo.iterdir()) == ["cnn", "gru"]  # built aside, no temporary folders left
     assert not (repo / "gru" / "stale.txt").exists()  # the folder was replaced whole
@@ -86,9 +99,12 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path):
 def test_pbtxt_writer_round_trips():
     from edgecls.serve.triton import to_pbtxt
 
-    config = {"name": 'we"ird\\name', "max_batch_size": 4,
-              "input": [{"name": "a", "data_type": "TYPE_FP32", "dims": [1, 2]}],
-              "dynamic_batching": {"max_queue_delay_microseconds": 7}}
+    config = {
+        "name": 'we"ird\\name',
+        "max_batch_size": 4,
+        "input": [{"name": "a", "data_type": "TYPE_FP32", "dims": [1, 2]}],
+        "dynamic_batching": {"max_queue_delay_microseconds": 7},
+    }
     parsed = text_format.Parse(to_pbtxt(config), model_config_pb2.ModelConfig())
     assert parsed.name == 'we"ird\\name' and list(parsed.input[0].dims) == [1, 2]
     assert parsed.dynamic_batching.max_queue_delay_microseconds == 7 and parsed.max_batch_size == 4

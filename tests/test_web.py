@@ -6,23 +6,21 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, assert_one_line_error
 from PIL import Image
+from serving import free_port
 
-from edgecls.locations import shipped_onnx
+from edgecls.asgi import wait_until_up
+from edgecls.commands.samples import sample_files
+from edgecls.locations import shipped_names, shipped_onnx
 from edgecls.registry import get_spec
 from edgecls.runtime import Classifier
-from edgecls.samples import sample_files
-from edgecls.serve.server import shipped_names
-
-from conftest import REPO, assert_one_line_error
-from serving import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -33,8 +31,10 @@ def ort_web_installed() -> bool:
     return (ORT_DIST / "ort.all.min.js").is_file()
 
 
-needs_ort_web = pytest.mark.skipif(not ort_web_installed(), reason="onnxruntime-web is not installed (npm ci "
-                                   "--prefix web; scripts/setup.sh does it where npm exists)")
+needs_ort_web = pytest.mark.skipif(
+    not ort_web_installed(),
+    reason="onnxruntime-web is not installed (npm ci --prefix web; scripts/setup.sh does it where npm exists)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +42,15 @@ def site():
     if not ort_web_installed():
         pytest.skip("onnxruntime-web is not installed (npm ci --prefix web; scripts/setup.sh does it where npm exists)")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "edgecls", "web", "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgecls", "web", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.1)
+    wait_until_up(url, proc)
     yield url
     proc.terminate()
     proc.wait(timeout=20)
@@ -71,8 +70,16 @@ def test_isolation_headers_and_nothing_outside_the_table(site):
     assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
     assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
     assert fetch(site + "models/gru.onnx")[2] == shipped_onnx("gru").read_bytes()
-    for bad in ("../pyproject.toml", "%2e%2e/pyproject.toml", "models/../../pyproject.toml", "static/app.js",
-                "ort/../../package.json", "models/gru.onnx/..", "etc/passwd", "models.json/x"):
+    for bad in (
+        "../pyproject.toml",
+        "%2e%2e/pyproject.toml",
+        "models/../../pyproject.toml",
+        "static/app.js",
+        "ort/../../package.json",
+        "models/gru.onnx/..",
+        "etc/passwd",
+        "models.json/x",
+    ):
         status, headers, _ = fetch(site + bad)
         assert status == 404, bad
         assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
@@ -94,6 +101,7 @@ def resized_copies(files, folder: Path, factor: int) -> list[Path]:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (CI installs Debian's with apt-get; see .ci/run)")
+@pytest.mark.slow
 def test_every_shipped_model_in_chromium_answers_like_infer(site, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -127,9 +135,11 @@ def test_every_shipped_model_in_chromium_answers_like_infer(site, tmp_path):
             assert agree >= 0.85, (name, agree)  # browser resize is not Pillow's; measured, README
             ms = float(np.median([r["ms"] for r in same]))
             run_ms = float(np.median([r["runMs"] for r in same]))
-            report.append(f"{name}: {len(files)} samples, top-1 equal, max |dlogit| {diff:.1e}; resized x2 top-1 "
-                          f"agreement {100 * agree:.0f} %; browser median {ms:.2f} ms/img in the page, "
-                          f"{run_ms:.2f} ms in session.run, backend {same[0]['backend']}")
+            report.append(
+                f"{name}: {len(files)} samples, top-1 equal, max |dlogit| {diff:.1e}; resized x2 top-1 "
+                f"agreement {100 * agree:.0f} %; browser median {ms:.2f} ms/img in the page, "
+                f"{run_ms:.2f} ms in session.run, backend {same[0]['backend']}"
+            )
         shot = Path(os.environ.get("EDGECLS_WEB_SCREENSHOT", tmp_path / "web.png"))
         page.screenshot(path=str(shot), full_page=False)
         browser.close()

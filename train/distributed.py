@@ -40,9 +40,14 @@ def from_environment() -> Workers:
     if "WORLD_SIZE" not in env or "RANK" not in env:
         return Workers()
     try:
-        return Workers(int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"]),
-                       int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])),
-                       int(env.get("TORCHELASTIC_RESTART_COUNT", 0)), env.get("TORCHELASTIC_RUN_ID"))
+        return Workers(
+            int(env["RANK"]),
+            int(env.get("LOCAL_RANK", 0)),
+            int(env["WORLD_SIZE"]),
+            int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])),
+            int(env.get("TORCHELASTIC_RESTART_COUNT", 0)),
+            env.get("TORCHELASTIC_RUN_ID"),
+        )
     except ValueError:
         raise EdgeclsError("RANK/WORLD_SIZE in the environment are not integers; launch with torchrun") from None
 
@@ -63,8 +68,10 @@ def device_for(workers: Workers, device: torch.device) -> torch.device:
     if device.type != "cuda" or not workers.distributed:
         return device
     if workers.local_rank >= torch.cuda.device_count():
-        raise EdgeclsError(f"local rank {workers.local_rank} has no GPU ({torch.cuda.device_count()} visible); "
-                           f"start at most that many processes per node or use --device cpu")
+        raise EdgeclsError(
+            f"local rank {workers.local_rank} has no GPU ({torch.cuda.device_count()} visible); "
+            f"start at most that many processes per node or use --device cpu"
+        )
     torch.cuda.set_device(workers.local_rank)
     return torch.device("cuda", workers.local_rank)
 
@@ -95,11 +102,6 @@ def gather(workers: Workers, obj):
     out = [None] * workers.world
     dist.all_gather_object(out, obj)
     return out
-
-
-def barrier(workers: Workers) -> None:
-    if workers.distributed:
-        dist.barrier()
 
 
 def broadcast(workers: Workers, obj):

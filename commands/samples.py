@@ -9,7 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .registry import EMNIST_BYMERGE_CLASSES, all_specs
+from edgecls.registry import EMNIST_BYMERGE_CLASSES, all_specs
 
 DATASET_FOLDERS = {"fashion-mnist": "fashion-mnist", "emnist-bymerge": "emnist", "cifar10": "cifar10"}
 PER_DATASET = {"fashion-mnist": 50, "emnist-bymerge": 94, "cifar10": 50}
@@ -42,8 +42,8 @@ def write_samples(out: str | Path = "samples", data_dir: str | None = None) -> d
     """Write the sample folders from the real test splits; returns images written per data set."""
     from PIL import Image
 
-    from .data import evenly_spaced, load_split
-    from .fileio import atomic_path
+    from edgecls.data import evenly_spaced, load_split
+    from edgecls.fileio import atomic_path
 
     specs = {s.dataset: s for s in all_specs() if s.target is None}
     written = {}
@@ -71,9 +71,9 @@ def write_samples(out: str | Path = "samples", data_dir: str | None = None) -> d
 
 def check_samples(names: list[str] | None = None, provider: str = "auto") -> list[dict]:
     """Classify each model's sample folder with its shipped ONNX file (ONNX Runtime only)."""
-    from .locations import find_onnx
-    from .registry import get_spec
-    from .runtime import Classifier
+    from edgecls.locations import find_onnx
+    from edgecls.registry import get_spec
+    from edgecls.runtime import Classifier
 
     rows = []
     for spec in [get_spec(n) for n in names] if names else all_specs():
@@ -83,28 +83,40 @@ def check_samples(names: list[str] | None = None, provider: str = "auto") -> lis
             continue
         classifier = Classifier(onnx_path, provider)
         labels, _ = classifier.predict(files)
-        right = sum(spec.class_names.index(lab) == label_of(f, spec.class_names, spec.target)
-                    for f, lab in zip(files, labels))
+        right = sum(
+            spec.class_names.index(lab) == label_of(f, spec.class_names, spec.target) for f, lab in zip(files, labels)
+        )
         acc = classifier.info.test_accuracy
-        rows.append({"model": spec.name, "right": right, "images": len(files), "onnx": str(classifier.path),
-                     "test_accuracy": acc})
-        print(f"{spec.name:12} {right:3d}/{len(files)} sample images right ({100 * right / len(files):5.1f} %); "
-              f"test accuracy {100 * acc:.2f} %; {classifier.path}")
+        rows.append(
+            {
+                "model": spec.name,
+                "right": right,
+                "images": len(files),
+                "onnx": str(classifier.path),
+                "test_accuracy": acc,
+            }
+        )
+        print(
+            f"{spec.name:12} {right:3d}/{len(files)} sample images right ({100 * right / len(files):5.1f} %); "
+            f"test accuracy {100 * acc:.2f} %; {classifier.path}"
+        )
     return rows
 
 
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="write: samples/ from the real test splits; check: classify "
-                                                 "them with the shipped models; folder MODEL: a model's folder.")
+    parser = argparse.ArgumentParser(
+        description="write: samples/ from the real test splits; check: classify "
+        "them with the shipped models; folder MODEL: a model's folder."
+    )
     parser.add_argument("action", choices=["write", "check", "folder"])
     parser.add_argument("model", nargs="?")
     parser.add_argument("--out", default="samples")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
-    from .errors import EdgeclsError
-    from .registry import get_spec
+    from edgecls.errors import EdgeclsError
+    from edgecls.registry import get_spec
 
     try:
         if args.action == "write":

@@ -29,8 +29,9 @@ def load(path: str | Path, expected_model: str | None = None, kind: str = "check
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle garbage, wrong format: all mean "unusable file"
-        raise EdgeclsError(f"{path} is not a readable edgecls {kind} ({type(exc).__name__}); "
-                           f"retrain or pass another file") from None
+        raise EdgeclsError(
+            f"{path} is not a readable edgecls {kind} ({type(exc).__name__}); retrain or pass another file"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise EdgeclsError(f"{path} is not an edgecls {kind}")
     if expected_model is not None and ckpt["model"] != expected_model:
@@ -44,8 +45,7 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[ModelSpec, torch.nn.Mod
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise EdgeclsError(f"checkpoint weights do not fit model {spec.name!r} "
-                           f"({str(exc).splitlines()[0]})") from None
+        raise EdgeclsError(f"checkpoint weights do not fit model {spec.name!r} ({str(exc).splitlines()[0]})") from None
     return spec, model.eval()
 
 

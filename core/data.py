@@ -10,9 +10,9 @@ from __future__ import annotations
 import gzip
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -54,12 +54,13 @@ class ImageSet:
         files = self._files if index is None else [self._files[i] for i in index.tolist()]
         return self._decode(files)
 
-    def subset(self, index: torch.Tensor) -> "ImageSet":
+    def subset(self, index: torch.Tensor) -> ImageSet:
         """An in-memory subset (decoded once)."""
         return ImageSet(self.labels[index], self.classes, self.source, _tensor=self.images(index))
 
 
 # ---------------------------------------------------------------- readers of each on-disk layout
+
 
 def _read_idx(path: Path) -> np.ndarray:
     """IDX (MNIST-style) file, plain or gzipped."""
@@ -67,7 +68,7 @@ def _read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as f:
         raw = f.read()
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -77,8 +78,12 @@ def _fashion_torchvision(root: Path, train: bool) -> ImageSet | None:
     from torchvision.datasets import FashionMNIST
 
     ds = FashionMNIST(str(root), train=train, download=False)
-    return ImageSet(ds.targets.long(), tuple(ds.classes), f"{root} (torchvision FashionMNIST)",
-                    _tensor=ds.data.unsqueeze(1).contiguous())
+    return ImageSet(
+        ds.targets.long(),
+        tuple(ds.classes),
+        f"{root} (torchvision FashionMNIST)",
+        _tensor=ds.data.unsqueeze(1).contiguous(),
+    )
 
 
 def _fashion_debian(root: Path, train: bool) -> ImageSet | None:
@@ -90,8 +95,12 @@ def _fashion_debian(root: Path, train: bool) -> ImageSet | None:
     from .registry import FASHION_MNIST_CLASSES
 
     images = torch.from_numpy(_read_idx(img).copy()).unsqueeze(1)
-    return ImageSet(torch.from_numpy(_read_idx(lab).astype(np.int64)), FASHION_MNIST_CLASSES,
-                    f"{folder} (Debian dataset-fashion-mnist)", _tensor=images)
+    return ImageSet(
+        torch.from_numpy(_read_idx(lab).astype(np.int64)),
+        FASHION_MNIST_CLASSES,
+        f"{folder} (Debian dataset-fashion-mnist)",
+        _tensor=images,
+    )
 
 
 def _emnist_torchvision(root: Path, train: bool) -> ImageSet | None:
@@ -135,8 +144,13 @@ def _image_folder(folder: Path, classes: Sequence[str], mode: str) -> ImageSet |
             if p.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(str(p))
                 labels.append(label)
-    return ImageSet(torch.tensor(labels, dtype=torch.int64), tuple(classes), f"{folder} (image folders)",
-                    _files=files, _decode=lambda fs: decode_files(fs, mode))
+    return ImageSet(
+        torch.tensor(labels, dtype=torch.int64),
+        tuple(classes),
+        f"{folder} (image folders)",
+        _files=files,
+        _decode=lambda fs: decode_files(fs, mode),
+    )
 
 
 def _cifar_torchvision(root: Path, train: bool) -> ImageSet | None:
@@ -149,8 +163,9 @@ def _cifar_torchvision(root: Path, train: bool) -> ImageSet | None:
     except RuntimeError:  # failed checksum: treat as absent so other sources are tried
         return None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(torch.tensor(ds.targets, dtype=torch.int64), tuple(ds.classes),
-                    f"{root} (torchvision CIFAR10)", _tensor=images)
+    return ImageSet(
+        torch.tensor(ds.targets, dtype=torch.int64), tuple(ds.classes), f"{root} (torchvision CIFAR10)", _tensor=images
+    )
 
 
 def _cifar_folders(root: Path, train: bool) -> ImageSet | None:
@@ -191,11 +206,19 @@ def _download_cifar(root: Path) -> None:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "fashion-mnist": DatasetInfo("Fashion-MNIST", (_fashion_torchvision, _fashion_debian), _download_fashion,
-                                 "or install Debian's dataset-fashion-mnist"),
+    "fashion-mnist": DatasetInfo(
+        "Fashion-MNIST",
+        (_fashion_torchvision, _fashion_debian),
+        _download_fashion,
+        "or install Debian's dataset-fashion-mnist",
+    ),
     "emnist-bymerge": DatasetInfo("EMNIST bymerge", (_emnist_torchvision,), _download_emnist, ""),
-    "cifar10": DatasetInfo("CIFAR-10", (_cifar_torchvision, _cifar_folders), _download_cifar,
-                           "or an ImageFolder tree with train/ and test/"),
+    "cifar10": DatasetInfo(
+        "CIFAR-10",
+        (_cifar_torchvision, _cifar_folders),
+        _download_cifar,
+        "or an ImageFolder tree with train/ and test/",
+    ),
 }
 
 
@@ -209,8 +232,7 @@ def search_roots(data_dir: str | os.PathLike | None) -> list[Path]:
     return roots
 
 
-def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = None,
-               download: bool = True) -> ImageSet:
+def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> ImageSet:
     """The `split` ("train" or "test") of `dataset`, from the first place that holds it."""
     info = DATASETS[dataset]
     train = split == "train"
@@ -238,7 +260,8 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     looked = ", ".join(str(r) for r in roots)
     raise EdgeclsError(
         f"{info.title} not found (looked in {looked}; {reason}). Provide it with --data-dir DIR, "
-        f"set EDGECLS_DATA=DIR {info.how_to_get}, or connect to the internet for a torchvision download.")
+        f"set EDGECLS_DATA=DIR {info.how_to_get}, or connect to the internet for a torchvision download."
+    )
 
 
 def load_for_spec(spec: ModelSpec, split: str, data_dir=None, download: bool = True) -> ImageSet:
@@ -251,6 +274,7 @@ def load_for_spec(spec: ModelSpec, split: str, data_dir=None, download: bool = T
 
 
 # ---------------------------------------------------------------- preprocessing and augmentation
+
 
 def evenly_spaced(n: int, count: int) -> torch.Tensor:
     """`count` indices spread over range(n), so a class-sorted set (image folders) still gives every class."""
@@ -293,7 +317,7 @@ def augment(images: torch.Tensor, ops: Sequence[str], gen: torch.Generator) -> t
             padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
             dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
             dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
-            images = torch.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx))])
+            images = torch.stack([padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(dy, dx))])
         elif op.startswith("affine"):
             images = _random_affine(images, float(op[6:]), gen)
         else:

@@ -1,0 +1,479 @@
+"""`edgecls bench`: eager PyTorch against ONNX Runtime, side by side in one process.
+
+Model speed: per model and batch size, latency (median, p90 after warm-up) and throughput of the
+eager model (inference mode) and of its exported ONNX file, with the same thread count, measured in
+alternating rounds so that drift of a shared machine hits both alike. Weights do not change the
+timing, so the eager side uses the run's checkpoint when there is one and a fresh model otherwise.
+Both are set against this CPU's measured fp32 GEMM rate: the fraction of it a model reaches says how
+much of the gap is the model's shape (tiny matrices, sequential steps) rather than the engine.
+
+End to end: `edgecls infer`'s path (decode, preprocess, ONNX Runtime) on the CIFAR-10 test JPEGs,
+against what a PyTorch user would write instead (ImageFolder + DataLoader + eager model).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgecls import __version__
+from edgecls import checkpoint as ckpt_io
+from edgecls.errors import EdgeclsError
+from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
+from edgecls.locations import RUNS, find_onnx
+from edgecls.machine import cpu_flags, cpu_name
+from edgecls.registry import ModelSpec, get_spec, model_names
+from edgecls.runtime import Classifier
+from edgecls.runtime.parallel import available_cpus
+from edgecls.timing import time_calls, timed
+
+log = logging.getLogger(__name__)
+DEFAULT_BATCH_SIZES = (1, 8, 64, 256)
+ROUNDS = 3  # eager and ONNX Runtime alternate this many times per batch size
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise EdgeclsError(f"--batch-sizes must be comma-separated integers like 1,8,64 (got {text!r})") from None
+    if not sizes or min(sizes) < 1:
+        raise EdgeclsError(f"--batch-sizes must be positive integers (got {text!r})")
+    return sizes
+
+
+def hardware(provider: str, threads: int) -> dict:
+    info = {
+        "cpu": cpu_name(),
+        "isa": cpu_flags(),
+        "logical_cpus": os.cpu_count(),
+        "threads": threads,
+        "provider": provider,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "torch_parallel": " ".join(torch.__config__.parallel_info().split()[:40]),
+    }
+    import onnxruntime as ort
+
+    info["onnxruntime"] = ort.__version__
+    if provider == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _summary(rounds: list[list[float]], batch: int) -> dict:
+    """Median and p90 over all calls, and the best round's median (min of rounds: the machine's
+    least disturbed moment)."""
+    ordered = sorted(t for r in rounds for t in r)
+    median = statistics.median(ordered)
+    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    best = min(statistics.median(r) for r in rounds)
+    return {
+        "median_ms": median * 1e3,
+        "p90_ms": p90 * 1e3,
+        "min_round_ms": best * 1e3,
+        "images_per_s": batch / median,
+        "images_per_s_best_round": batch / best,
+        "runs": len(ordered),
+    }
+
+
+def gemm_gflops(threads: int, device: str = "cpu", n: int = 1024, seconds: float = 1.0) -> float:
+    """This machine's fp32 matrix-multiply rate (GFLOP/s) at `threads`: the ceiling the models are measured against."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+
+    def mm():
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(3):
+        mm()
+    med = statistics.median(time_calls(mm, seconds))
+    return 2 * n**3 / med / 1e9
+
+
+def model_flops(model: torch.nn.Module, spec: ModelSpec) -> int:
+    """Floating-point operations of one image's forward pass (matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    # oneDNN runs an LSTM as one fused op the counter cannot see into; the plain path shows its matmuls
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # flags() warns about Intel-GPU TF32 on every switch
+        with torch.backends.mkldnn.flags(enabled=False), counter, torch.inference_mode():
+            model(torch.zeros(1, *spec.input_shape))
+    return int(counter.get_total_flops())
+
+
+FRESH = "fresh model (weights do not change the timing)"
+
+
+def _eager_model(spec: ModelSpec, onnx_path: Path) -> tuple[torch.nn.Module, Path | None]:
+    """The checkpoint beside the ONNX file and its path, else a freshly initialised model and None."""
+    path = onnx_path.parent / "checkpoint.pt"
+    if path.is_file():
+        _, model = ckpt_io.model_from_checkpoint(ckpt_io.load(path, spec.name))
+        return model.eval(), path
+    torch.manual_seed(0)
+    return spec.build().eval(), None
+
+
+@dataclass
+class Pair:
+    """A model opened for both sides: its ONNX session and the eager module on the matching device."""
+
+    spec: ModelSpec
+    onnx_path: Path
+    classifier: Classifier
+    model: torch.nn.Module
+    checkpoint: Path | None
+    device: torch.device
+
+
+def open_pair(spec: ModelSpec, provider: str, threads: int, artifacts: str | Path | None) -> Pair:
+    onnx_path = find_onnx(spec.name, artifacts)
+    classifier = Classifier(onnx_path, provider, threads)  # raises a one-line error for a missing/unusable file
+    if classifier.info.model != spec.name:
+        raise EdgeclsError(f"{onnx_path} is a {classifier.info.model!r} model, not {spec.name!r}")
+    model, ckpt_path = _eager_model(spec, onnx_path)
+    device = torch.device("cuda" if classifier.provider == "cuda" else "cpu")
+    return Pair(spec, onnx_path, classifier, model.to(device), ckpt_path, device)
+
+
+SETTLE_S = 0.05  # pause between the sides, so one side's spinning threads (OpenMP, ORT) are idle when the other runs
+AIM_BATCH_1, AIM_BATCH_256, AIM_END_TO_END = 4.0, 1.5, 3.0  # ORT over eager, the runtime speed aims
+
+
+def bench_model(
+    pair: Pair,
+    *,
+    batch_sizes: tuple[int, ...],
+    seconds: float,
+    gemm: float,
+) -> dict:
+    spec, classifier, model, device, ckpt_path = pair.spec, pair.classifier, pair.model, pair.device, pair.checkpoint
+    flops = model_flops(model.cpu(), spec)
+    model.to(device)
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for batch in batch_sizes:
+        x = torch.randn(batch, *spec.input_shape, generator=gen)
+        x_np = x.numpy()
+
+        def eager(x=x):
+            with torch.inference_mode():  # host in, host out: the same work session.run does
+                return model(x.to(device)).cpu()
+
+        def onnx(x_np=x_np):
+            return classifier.run(x_np)  # the runtime's own path: a big batch is split over 1-thread sessions
+
+        diff = float(np.abs(eager().numpy() - onnx()).max())  # also the warm-up
+        for fn in (eager, onnx):
+            time_calls(fn, min(0.2, seconds / 5), min_reps=2)
+        times = {"eager": [], "onnx": []}
+        for _ in range(ROUNDS):
+            for side, fn in (("eager", eager), ("onnx", onnx)):
+                time.sleep(SETTLE_S)
+                times[side].append(time_calls(fn, seconds / ROUNDS))
+        row = {
+            "batch_size": batch,
+            "eager": _summary(times["eager"], batch),
+            "onnx": _summary(times["onnx"], batch),
+            "onnx_execution": classifier.execution(batch),
+            "max_abs_logit_diff": diff if ckpt_path else None,
+        }  # fresh weights: not the same model
+        row["speedup"] = row["onnx"]["images_per_s"] / row["eager"]["images_per_s"]
+        row["speedup_best_round"] = row["onnx"]["images_per_s_best_round"] / row["eager"]["images_per_s_best_round"]
+        for side in ("eager", "onnx"):
+            row[side]["gflops"] = flops * row[side]["images_per_s"] / 1e9
+            row[side]["fraction_of_gemm"] = row[side]["gflops"] / gemm
+        rows.append(row)
+        e, o = row["eager"], row["onnx"]
+        log.info(
+            f"{spec.name:12}{batch:>6}{e['median_ms']:>10.3f}{e['p90_ms']:>9.3f}{e['images_per_s']:>9.0f}"
+            f"{100 * e['fraction_of_gemm']:>7.1f}%{o['median_ms']:>10.3f}{o['p90_ms']:>9.3f}{o['images_per_s']:>9.0f}"
+            f"{100 * o['fraction_of_gemm']:>7.1f}%{row['speedup']:>8.2f}x"
+        )
+    nodes = onnx_nodes(pair.onnx_path)
+    result = {
+        "model": spec.name,
+        "onnx": str(pair.onnx_path),
+        "exporter": pair.classifier.info.exporter,
+        "onnx_provider": pair.classifier.providers[0],
+        "eager_weights": str(ckpt_path or FRESH),
+        "flops_per_image": flops,
+        "onnx_nodes": nodes,
+        "rows": rows,
+    }
+    result["bounds"] = bounds(result)
+    return result
+
+
+def onnx_nodes(path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def bounds(result: dict) -> list[str]:
+    """For each missed aim, what bounds it: the figures that show where the time goes."""
+    out = []
+    rows = {r["batch_size"]: r for r in result["rows"]}
+    if 1 in rows and rows[1]["speedup"] < AIM_BATCH_1:
+        r = rows[1]
+        ms, eager_ms, nodes = r["onnx"]["median_ms"], r["eager"]["median_ms"], result["onnx_nodes"]
+        out.append(
+            f"batch 1: {r['speedup']:.2f}x of the {AIM_BATCH_1:g}x aim. ORT takes {ms:.3f} ms for "
+            f"{nodes} graph nodes ({1000 * ms / nodes:.1f} us per node) at "
+            f"{100 * r['onnx']['fraction_of_gemm']:.0f} % of the GEMM rate: sequential small steps, not "
+            f"arithmetic. {AIM_BATCH_1:g}x would need {eager_ms / AIM_BATCH_1:.3f} ms against eager's "
+            f"{eager_ms:.3f} ms."
+        )
+    big = max(rows)
+    if big >= 64 and rows[big]["speedup"] < AIM_BATCH_256:
+        r = rows[big]
+        eg, og = r["eager"]["fraction_of_gemm"], r["onnx"]["fraction_of_gemm"]
+        out.append(
+            f"batch {big}: {r['speedup']:.2f}x of the {AIM_BATCH_256:g}x aim ({r['onnx_execution']}). "
+            f"Eager already runs at {100 * eg:.0f} % of the GEMM rate and ORT at {100 * og:.0f} %; "
+            f"{AIM_BATCH_256:g}x would need ORT at {100 * AIM_BATCH_256 * eg:.0f} %."
+        )
+    return out
+
+
+def cifar_test_files(data_dir: str | None, limit: int | None):
+    """The CIFAR-10 test JPEGs the end-to-end run reads: (ImageSet, chosen indices)."""
+    from edgecls.data import evenly_spaced, load_split
+
+    test = load_split("cifar10", "test", data_dir, download=False)
+    if test.files is None:
+        raise EdgeclsError(
+            "the end-to-end benchmark needs CIFAR-10 as image files (CIFAR10-images/test/<class>/); "
+            "pass --e2e-images 0 to skip it"
+        )
+    return test, evenly_spaced(len(test), limit) if limit else torch.arange(len(test))
+
+
+def bench_end_to_end(pair: Pair, test, idx: torch.Tensor, batch_size: int) -> dict:
+    """`edgecls infer`'s path on CIFAR-10 test JPEGs against ImageFolder + DataLoader + eager."""
+    files = [Path(test.files[i]) for i in idx.tolist()]
+    ours = _infer_passes(pair, files, test.labels[idx].numpy(), batch_size)
+    base_s, correct = _dataloader_pass(pair, test, idx, batch_size, 0)
+    base2_s, correct2 = _dataloader_pass(pair, test, idx, batch_size, 2)
+    result = {
+        "images": len(files),
+        "folder": str(Path(test.files[0]).parent.parent),
+        "batch_size": batch_size,
+        "edgecls_infer": ours,
+        "pytorch_baseline": {
+            "seconds": base_s,
+            "images_per_s": len(files) / base_s,
+            "accuracy_pct": correct / len(files) * 100,
+            "eager_weights": str(pair.checkpoint or FRESH),
+            "what": "torchvision ImageFolder + ToTensor/Normalize + DataLoader(num_workers=0) "
+            "+ eager model in inference mode",
+        },
+        "pytorch_baseline_2_workers": {
+            "seconds": base2_s,
+            "images_per_s": len(files) / base2_s,
+            "accuracy_pct": correct2 / len(files) * 100,
+            "what": "the same with DataLoader(num_workers=2)",
+        },
+    }
+    result["speedup"] = ours["images_per_s"] / result["pytorch_baseline"]["images_per_s"]
+    result["speedup_vs_2_workers"] = ours["images_per_s"] / result["pytorch_baseline_2_workers"]["images_per_s"]
+    log.info(
+        f"end to end, {len(files)} CIFAR-10 test JPEGs (decode + preprocess + model, batch {batch_size}): "
+        f"edgecls infer {ours['images_per_s']:.0f} img/s ({ours['decoding']}, by --workers auto; "
+        f"{ours['pool_images_per_s']:.0f} img/s with {ours['pool_workers']} decode workers, "
+        f"{ours['inline_decode_images_per_s']:.0f} inline), PyTorch ImageFolder+DataLoader "
+        f"{result['pytorch_baseline']['images_per_s']:.0f} img/s, {result['speedup']:.2f}x (with num_workers=2: "
+        f"{result['pytorch_baseline_2_workers']['images_per_s']:.0f} img/s, {result['speedup_vs_2_workers']:.2f}x)"
+    )
+    if result["speedup"] < AIM_END_TO_END:
+        inline_s, model_s = ours["seconds_inline"], ours["model_seconds"]
+        result["bound"] = (
+            f"end to end: {result['speedup']:.2f}x of the {AIM_END_TO_END:g}x aim. Decoding and "
+            f"preprocessing take {ours['decode_preprocess_ms_per_image']:.3f} ms per image on one "
+            f"thread ({100 * (inline_s - model_s) / inline_s:.0f} % of the inline path's time); "
+            f"{available_cpus()} cores share them with the model ({ours['decoding']}). "
+            f"{AIM_END_TO_END:g}x needs {AIM_END_TO_END * result['pytorch_baseline']['images_per_s']:.0f} "
+            "img/s."
+        )
+        log.info(result["bound"])
+    return result
+
+
+def _infer_passes(pair: Pair, files: list[Path], labels: np.ndarray, batch_size: int) -> dict:
+    """`edgecls infer`'s default (--workers auto), the worker pool and inline decoding, each a whole pass
+    after a warm-up batch; all three must give the same answers. Also the model's own share of the time."""
+    from edgecls.runtime.infer import classify_files, decoding_text, default_workers
+
+    classifier = pair.classifier
+    workers = default_workers()
+    classify_files(classifier, files[:batch_size], batch_size, 1, workers=0)  # warm-up
+    chosen = [0]
+    ours_s, preds = timed(
+        lambda: classify_files(classifier, files, batch_size, 1, workers=None, on_choice=chosen.append)
+    )
+    pool_s, pooled = timed(lambda: classify_files(classifier, files, batch_size, 1, workers=workers))
+    # the earlier path: decode in the main thread, no overlap with the model
+    inline_s, inline = timed(lambda: classify_files(classifier, files, batch_size, 1, workers=0))
+    assert [p.top for p in inline] == [p.top for p in preds] == [p.top for p in pooled], "decoding changed an answer"
+    names = list(classifier.class_names)
+    # the model's share of infer's time: the same number of rows through Classifier.run alone
+    x = np.zeros((batch_size, *pair.spec.input_shape), np.float32)
+    calls = max(1, len(files) // batch_size)
+    runs = time_calls(lambda: classifier.run(x), seconds=0, min_reps=calls, warmup=1)
+    model_s = sum(runs) * len(files) / (calls * batch_size)
+    return {
+        "seconds": ours_s,
+        "images_per_s": len(files) / ours_s,
+        "accuracy_pct": float(np.mean([names.index(p.top[0][0]) == y for p, y in zip(preds, labels)]) * 100),
+        "provider": classifier.providers[0],
+        "decoding": decoding_text(chosen[-1]),
+        "pool_workers": workers,
+        "pool_images_per_s": len(files) / pool_s,
+        "inline_decode_images_per_s": len(files) / inline_s,
+        "seconds_inline": inline_s,
+        "model_seconds": model_s,
+        "decode_preprocess_ms_per_image": 1000 * max(0.0, inline_s - model_s) / len(files),
+    }
+
+
+def _dataloader_pass(pair: Pair, test, idx: torch.Tensor, batch_size: int, num_workers: int) -> tuple[float, int]:
+    """What a PyTorch user writes instead: ImageFolder + DataLoader + the eager model; (seconds, correct),
+    worker start-up included, as a user's script pays it."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    folder = Path(test.files[0]).parent.parent
+    pre = pair.spec.preprocess
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(pre.mean, pre.std)])
+    folder_set = datasets.ImageFolder(str(folder), transform=tf)
+    if [Path(p) for p, _ in folder_set.samples] != [Path(f) for f in test.files]:
+        raise EdgeclsError(f"{folder}: ImageFolder sees other files than edgecls; cannot compare")
+    loader = DataLoader(Subset(folder_set, idx.tolist()), batch_size=batch_size, num_workers=num_workers)
+
+    def run() -> int:
+        with torch.inference_mode():
+            return sum(int((pair.model(x.to(pair.device)).argmax(1).cpu() == y).sum()) for x, y in loader)
+
+    return timed(run)
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    cols = min(3, n)
+    fig, axes = plt.subplots(
+        (n + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.4 * ((n + cols - 1) // cols)), squeeze=False
+    )
+    for ax, res in zip(axes.flat, results):
+        sizes = [r["batch_size"] for r in res["rows"]]
+        for side, style in (("eager", "o--"), ("onnx", "s-")):
+            ax.plot(
+                sizes,
+                [r[side]["images_per_s"] for r in res["rows"]],
+                style,
+                label="PyTorch eager" if side == "eager" else "ONNX Runtime",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(b) for b in sizes])
+        ax.minorticks_off()
+        ax.set_yscale("log")
+        ax.set_title(f"{res['model']} ({res['exporter']})")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images / s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def bench(
+    model: str = "all",
+    *,
+    provider: str = "cpu",
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    threads: int | None = None,
+    artifacts: str | Path | None = None,
+    seconds: float = 1.0,
+    e2e_images: int | None = None,
+    data_dir: str | None = None,
+    out: str | Path = f"{RUNS}/bench",
+) -> dict:
+    """Benchmark `model` ("all" or a name); writes <out>/bench.json and bench.png. e2e_images: None all
+    10,000 CIFAR-10 test JPEGs, 0 skips the end-to-end run."""
+    if provider not in ("cpu", "cuda"):
+        raise EdgeclsError(f"unknown provider {provider!r}; use cpu or cuda")
+    names = (
+        [get_spec(model).name] if model != "all" else [n for n in model_names() if find_onnx(n, artifacts).is_file()]
+    )
+    if not names:
+        raise EdgeclsError("no exported models to benchmark; run `edgecls export --model NAME` first")
+    skipped = [n for n in model_names() if n not in names] if model == "all" else []
+    if threads is not None and threads < 1:
+        raise EdgeclsError(f"--threads must be at least 1 (got {threads})")
+    if not seconds > 0:
+        raise EdgeclsError(f"--seconds must be positive (got {seconds})")
+    if e2e_images is not None and e2e_images < 0:
+        raise EdgeclsError(f"--e2e-images must be 0 (skip) or more (got {e2e_images})")
+    out = ensure_writable_dir(out, "--out")
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    if provider == "cuda" and not torch.cuda.is_available():
+        raise EdgeclsError("--provider cuda needs a GPU that PyTorch sees too (for the eager side); use --provider cpu")
+    # Open every model and find the data first: a bad file or folder fails before minutes of timing.
+    pairs = [open_pair(get_spec(n), provider, threads, artifacts) for n in names]
+    e2e = cifar_test_files(data_dir, e2e_images) if "cnn" in names and e2e_images != 0 else None
+    gemm = gemm_gflops(threads, provider)
+    log.info(f"{cpu_name()}, {threads} threads, provider {provider}; fp32 GEMM 1024^3: {gemm:.1f} GFLOP/s")
+    if skipped:
+        log.info(f"skipped (no model.onnx, neither exported nor shipped): {', '.join(skipped)}")
+    log.info(f"{'':18}{'--------- PyTorch eager ---------':>34}{'--------- ONNX Runtime ----------':>35}")
+    log.info(
+        f"{'model':12}{'batch':>6}{'ms':>10}{'p90':>9}{'img/s':>9}{'GEMM%':>8}{'ms':>10}{'p90':>9}{'img/s':>9}"
+        f"{'GEMM%':>8}{'speedup':>9}"
+    )
+    results = [bench_model(pair, batch_sizes=batch_sizes, seconds=seconds, gemm=gemm) for pair in pairs]
+    for res in results:
+        for line in res["bounds"]:
+            log.info(f"{res['model']}: {line}")
+    report = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "edgecls_version": __version__,
+        "hardware": hardware(provider, threads),
+        "gemm_gflops": gemm,
+        "seconds_per_point": seconds,
+        "models": results,
+        "skipped": skipped,
+    }
+    if e2e is not None:
+        report["end_to_end"] = bench_end_to_end(pairs[names.index("cnn")], *e2e, 64)
+    write_json(out / "bench.json", report)
+    hw = report["hardware"]
+    plot(results, out / "bench.png", f"{hw['cpu']}, {threads} threads, {provider}; fp32, median of single calls")
+    log.info(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return report

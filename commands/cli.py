@@ -1,0 +1,711 @@
+"""The `edgecls` command line: each command calls one library function; user errors become one line."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import logging
+import sys
+
+import click
+
+from edgecls import __version__
+from edgecls.errors import EdgeclsError, MissingExtra, UsageError
+from edgecls.locations import RUNS
+from edgecls.registry import model_names
+
+
+class CommandError(click.ClickException):
+    """One `Error:` line and the exit code of the error it stands for."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Echo(logging.Handler):
+    """Library code logs; a command shows its INFO lines and up as plain text on stdout (or stderr)."""
+
+    def __init__(self, err: bool):
+        super().__init__(logging.INFO)
+        self.err = err
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=self.err)
+
+
+@contextlib.contextmanager
+def _logging_to(err: bool):
+    logger = logging.getLogger("edgecls")
+    handler, saved = _Echo(err), (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.level, logger.propagate = saved
+
+
+def exit_code(exc: EdgeclsError, nothing_run: bool) -> int:
+    """The exit-code contract, in one place: a UsageError (or a missing extra) is 2, any other
+    EdgeclsError 1; in the commands whose help says "2: nothing run" (infer, serve, web, triton) every
+    error stops them before they start, so it is 2 there."""
+    return 2 if nothing_run else exc.exit_code
+
+
+INTERRUPTED = "interrupted; files already written are complete (use --resume to continue training)"
+
+
+def cli_errors(nothing_run: bool = False, log_to_stderr=False, interrupted: str | None = INTERRUPTED):
+    """Run a command: its log lines shown, typed errors as one `Error:` line with their exit code (never a
+    traceback), Ctrl-C as exit 130. `log_to_stderr` (or a function of the command's arguments saying so):
+    for the servers, whose log is not their output. `interrupted`: the line Ctrl-C prints (None: click's
+    own "Aborted!")."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with _logging_to(err=log_to_stderr(kwargs) if callable(log_to_stderr) else log_to_stderr):
+                try:
+                    return fn(*args, **kwargs)
+                except EdgeclsError as exc:
+                    raise CommandError(str(exc), exit_code(exc, nothing_run)) from None
+                except KeyboardInterrupt:
+                    if interrupted is None:
+                        raise
+                    click.echo(interrupted, err=True)
+                    sys.exit(130)
+
+        return wrapper
+
+    return decorate
+
+
+# What `pip install '.[train]'` adds; the core install (infer, serve, triton) has none of it.
+TRAIN_EXTRA = ("torch", "torchvision", "onnx", "onnxscript", "matplotlib")
+
+
+def missing_training_extra() -> list[str]:
+    return [m for m in TRAIN_EXTRA if importlib.util.find_spec(m) is None]
+
+
+def needs_training_extra(fn):
+    """Commands that train or run PyTorch: one line naming the extra when it is not installed."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        missing = missing_training_extra()
+        if missing:
+            raise MissingExtra(
+                f"`edgecls {click.get_current_context().info_name}` needs the training extra "
+                f"(missing: {', '.join(missing)}); install it with pip install 'edgecls[train]' "
+                "(in a checkout: pip install -e '.[train]')"
+            )
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+model_option = click.option(
+    "--model", "model", required=True, metavar="NAME", help=f"Registered model: {', '.join(model_names())}."
+)
+artifacts_option = click.option(
+    "--artifacts",
+    default=RUNS,
+    show_default=True,
+    type=click.Path(),
+    help="Folder of your runs, one sub-folder per model (the shipped models in artifacts/ are never written to).",
+)
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="Data root (torchvision layout). Else $EDGECLS_DATA, /usr/share/datasets, "
+    "or a torchvision download into the user cache.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgecls")
+def main():
+    """Train small image classifiers, export them to ONNX, and run them with ONNX Runtime."""
+
+
+@main.command("models")
+@cli_errors()
+def models_cmd():
+    """List the model zoo: dataset, input shape, classes and parameter count."""
+    from edgecls.registry import all_specs
+
+    counted = not missing_training_extra()  # parameter counts need torch
+    rows = [("name", "dataset", "input", "classes", "params", "architecture")]
+    for spec in all_specs():
+        params = sum(p.numel() for p in spec.build().parameters()) if counted else "n/a"
+        rows.append(
+            (
+                spec.name,
+                spec.dataset,
+                "x".join(map(str, spec.input_shape)),
+                str(spec.num_classes),
+                f"{params:,}" if counted else params,
+                spec.summary,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@main.command("train")
+@model_option
+@click.option("--epochs", type=int, default=None, help="Epochs (default: the model's).")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default: the model's).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate of the cosine schedule.")
+@click.option(
+    "--limit", type=int, default=None, help="Train on only N training images (a seeded random subset; for quick runs)."
+)
+@data_dir_option
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed of split, init, order and augmentation [0].")
+@click.option(
+    "--select",
+    type=click.Choice(["val_loss", "val_acc"]),
+    default=None,
+    help="Epoch the checkpoint keeps: lowest validation loss or highest validation accuracy [the model's default].",
+)
+@artifacts_option
+@click.option("--resume", is_flag=True, help="Continue the run in <artifacts>/<model>/ after its last epoch.")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="PyTorch threads per process [torch's default; under torchrun: cores / processes per node]. "
+    "On a shared machine give each job its share of the cores.",
+)
+@cli_errors()
+@needs_training_extra
+def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, select, artifacts, resume, threads):
+    """Train MODEL on its real data set; writes checkpoint.pt, history.json and curves.png.
+
+    Data-parallel on several processes or machines: torchrun --standalone --nproc-per-node=2 -m edgecls
+    train --model gru (--batch-size stays the global batch; rank 0 writes the files)."""
+    from edgecls.train import train
+
+    train(
+        model,
+        artifacts=artifacts,
+        data_dir=data_dir,
+        device=device,
+        resume=resume,
+        threads=threads,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        limit=limit,
+        seed=seed,
+        select=select,
+    )
+
+
+@main.command("export")
+@model_option
+@click.option(
+    "--checkpoint",
+    type=click.Path(),
+    default=None,
+    help="Checkpoint to export [default: <artifacts>/<model>/checkpoint.pt].",
+)
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset to write.")
+@click.option(
+    "--exporter",
+    type=click.Choice(["auto", "dynamo", "torchscript"]),
+    default="auto",
+    show_default=True,
+    help="torch.onnx exporter; auto exports with both, validates both and keeps the faster.",
+)
+@click.option("--atol", type=float, default=None, help="Max |logit difference| accepted [the model's, 1e-4].")
+@data_dir_option
+@artifacts_option
+@click.option(
+    "--no-validate",
+    is_flag=True,
+    help="DANGEROUS: skip the parity check against PyTorch (the file is labelled unvalidated).",
+)
+@click.option(
+    "--ort",
+    is_flag=True,
+    help="Also write model.ort (ORT format, for mobile and minimal builds) and required_operators.config, "
+    "kept only when the .ort logits match model.onnx within --atol.",
+)
+@cli_errors()
+@needs_training_extra
+def export_cmd(model, checkpoint, opset, exporter, atol, data_dir, artifacts, no_validate, ort):
+    """Export MODEL to <artifacts>/<model>/model.onnx and check it against PyTorch; a parity failure
+    exits non-zero and leaves no model.onnx behind."""
+    from edgecls.export import export_model
+
+    export_model(
+        model,
+        artifacts=artifacts,
+        checkpoint=checkpoint,
+        opset=opset,
+        exporter=exporter,
+        atol=atol,
+        validate_parity=not no_validate,
+        data_dir=data_dir,
+        ort=ort,
+    )
+
+
+@main.command(
+    "quantize",
+    epilog="Exit codes: 0 the variant was written; 1 no setting kept accuracy within 0.5 "
+    "points of fp32 (nothing written), or bad input.",
+)
+@model_option
+@click.option(
+    "--precision",
+    type=click.Choice(["int8", "fp16"]),
+    required=True,
+    help="int8: static QDQ quantization calibrated on training images (for CPUs with VNNI or ARM dot "
+    "product); fp16: half-precision weights and compute with float32 inputs/outputs (for CUDA).",
+)
+@click.option(
+    "--onnx",
+    "onnx_file",
+    type=click.Path(),
+    default=None,
+    help="The fp32 file [the one `edgecls infer --model NAME` uses].",
+)
+@click.option("--calibration", type=int, default=512, show_default=True, help="Training images for int8 calibration.")
+@data_dir_option
+@click.option(
+    "--artifacts",
+    type=click.Path(),
+    default=None,
+    help=f"Read <artifacts>/<NAME>/model.onnx and write model.<precision>.onnx beside it [default: write to "
+    f"{RUNS}/<NAME>/, from the file `edgecls infer --model NAME` uses].",
+)
+@cli_errors()
+@needs_training_extra
+def quantize_cmd(model, precision, onnx_file, calibration, data_dir, artifacts):
+    """Write an INT8 or FP16 variant of MODEL's ONNX file, kept only when its accuracy on the full test
+    split (through the runtime) is within 0.5 points of the fp32 file's."""
+    from pathlib import Path
+
+    from edgecls.export.precision import make_variant
+    from edgecls.locations import find_onnx
+    from edgecls.registry import get_spec
+
+    get_spec(model)
+    source = Path(onnx_file) if onnx_file else find_onnx(model, artifacts)
+    make_variant(model, precision, source, Path(artifacts or RUNS) / model, data_dir, calibration)
+
+
+provider_option = click.option(
+    "--provider",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="ONNX Runtime provider; cuda fails if CUDA cannot run, auto says what it took.",
+)
+
+
+@main.command(
+    "infer",
+    epilog="Exit codes: 0 every file classified; 1 some files skipped (unreadable or not "
+    "images, reported on stderr and marked in the output); 2 nothing run (bad "
+    "paths or options, missing or unusable model).",
+)
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "model", default=None, metavar="NAME", help="Use <artifacts>/<NAME>/model.onnx.")
+@click.option("--onnx", "onnx_file", type=click.Path(), default=None, help="An ONNX file made by edgecls export.")
+@provider_option
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--top-k", type=int, default=1, show_default=True, help="Labels shown per image.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "jsonl", "parquet"]),
+    default=None,
+    help="[table; parquet with --engine ray] jsonl: one JSON object per line (like csv, resumable). "
+    "parquet (--engine ray only) adds each image's probability vector.",
+)
+@click.option(
+    "--output",
+    type=click.Path(),
+    default=None,
+    help="Write the results here instead of stdout: they stream into FILE.partial, renamed to FILE when "
+    "every file is done.",
+)
+@click.option("--resume", is_flag=True, help="Continue an interrupted --output FILE (its FILE.partial; csv or jsonl).")
+@click.option(
+    "--workers",
+    default=None,
+    metavar="N|auto",
+    callback=lambda ctx, param, value: _workers(value),
+    help="Processes decoding images ahead of the model; 0 decodes in the main process [auto: "
+    "min(4, cores) processes when the first batch took over 1 ms per image and the rest would take "
+    "over 1 s to decode (big photos), else none]. A folder under 4 batches decodes in the main process.",
+)
+@click.option(
+    "--draft/--no-draft",
+    default=True,
+    show_default=True,
+    help="Decode JPEGs much larger than the model's input at 1/2, 1/4 or 1/8 scale (libjpeg), then resize.",
+)
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads [one per core].")
+@click.option(
+    "--artifacts",
+    type=click.Path(),
+    default=None,
+    help=f"Use <artifacts>/<NAME>/model.onnx [default: {RUNS}/<NAME>/model.onnx when you exported one, "
+    "else the shipped artifacts/<NAME>/model.onnx].",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: Ray Data with a pool of ORT actors, here or on the cluster at $RAY_ADDRESS (needs "
+    "edgecls[ray]); --output names a new folder of Parquet or CSV files.",
+)
+@click.option(
+    "--actors",
+    type=int,
+    default=None,
+    help="--engine ray: actors, each one ORT session [cluster CPUs / --cpus-per-actor].",
+)
+@click.option(
+    "--cpus-per-actor",
+    type=int,
+    default=1,
+    show_default=True,
+    help="--engine ray: CPUs reserved per actor, and its ORT threads.",
+)
+@cli_errors(nothing_run=True, interrupted=None)
+def infer_cmd(
+    paths,
+    model,
+    onnx_file,
+    provider,
+    batch_size,
+    top_k,
+    fmt,
+    output,
+    resume,
+    workers,
+    draft,
+    threads,
+    artifacts,
+    engine,
+    actors,
+    cpus_per_actor,
+):
+    """Classify image files and folders (recursed) with ONNX Runtime only."""
+    from edgecls.locations import find_onnx
+    from edgecls.registry import get_spec
+    from edgecls.runtime.infer import infer
+
+    if (model is None) == (onnx_file is None):
+        raise UsageError("give exactly one of --model NAME or --onnx FILE")
+    if model is not None:
+        get_spec(model)
+        onnx_file = str(find_onnx(model, artifacts))
+    if engine == "ray":
+        code = _infer_ray(
+            paths,
+            onnx_file,
+            provider,
+            batch_size,
+            top_k,
+            fmt,
+            output,
+            resume,
+            workers,
+            threads,
+            actors,
+            cpus_per_actor,
+            draft,
+        )
+    else:
+        if fmt == "parquet" or actors is not None:
+            raise UsageError("--format parquet and --actors go with --engine ray")
+        code = infer(
+            list(paths),
+            onnx_file,
+            provider,
+            batch_size,
+            top_k,
+            fmt or "table",
+            output,
+            threads,
+            workers=workers,
+            draft=draft,
+            resume=resume,
+        )
+    sys.exit(code)
+
+
+def _workers(value: str | None) -> int | None:
+    """--workers: a count, or auto (None: infer decides after timing its first batch)."""
+    if value is None or value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number nor auto") from None
+
+
+def _infer_ray(
+    paths, onnx_file, provider, batch_size, top_k, fmt, output, resume, workers, threads, actors, cpus_per_actor, draft
+) -> int:
+    from edgecls.scale.ray_infer import infer_ray
+
+    if not output:
+        raise UsageError("--engine ray needs --output DIR (a new folder for the result files)")
+    if resume or workers is not None or threads is not None:
+        raise UsageError(
+            "--resume, --workers and --threads are for the local engine; with --engine ray use "
+            "--actors and --cpus-per-actor"
+        )
+    return infer_ray(
+        list(paths), onnx_file, output, provider, batch_size, top_k, fmt or "parquet", actors, cpus_per_actor, draft
+    )
+
+
+@main.command("evaluate")
+@model_option
+@provider_option
+@data_dir_option
+@click.option("--limit", type=int, default=None, help="Evaluate N evenly spaced test images [all].")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [one per core].")
+@artifacts_option
+@cli_errors()
+@needs_training_extra
+def evaluate_cmd(model, provider, data_dir, limit, batch_size, threads, artifacts):
+    """Accuracy and logit parity of the ONNX model (ONNX Runtime) against the PyTorch checkpoint on the
+    real test split; writes parity.json and exits non-zero when the parity bar is missed."""
+    from .evaluate import evaluate
+
+    evaluate(
+        model,
+        artifacts=artifacts,
+        provider=provider,
+        data_dir=data_dir,
+        limit=limit,
+        batch_size=batch_size,
+        threads=threads,
+    )
+
+
+@main.command("bench")
+@click.option(
+    "--model",
+    "model",
+    default="all",
+    show_default=True,
+    metavar="NAME|all",
+    help=f"Registered model or all: {', '.join(model_names())}.",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where both sides run: eager PyTorch on this device, ONNX Runtime on this provider.",
+)
+@click.option("--batch-sizes", default="1,8,64,256", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--threads", type=int, default=None, help="Threads for both PyTorch and ONNX Runtime [torch's default].")
+@click.option("--seconds", type=float, default=1.0, show_default=True, help="Measuring time per model, batch and side.")
+@click.option(
+    "--e2e-images",
+    type=int,
+    default=None,
+    help="CIFAR-10 test JPEGs for the end-to-end run (with cnn) [all 10,000]; 0 skips it.",
+)
+@data_dir_option
+@click.option(
+    "--artifacts",
+    type=click.Path(),
+    default=None,
+    help=f"Take models from <artifacts>/<NAME>/ [default: {RUNS}/<NAME>/ when exported there, else the "
+    "shipped artifacts/<NAME>/].",
+)
+@click.option(
+    "--out", type=click.Path(), default=f"{RUNS}/bench", show_default=True, help="Folder for bench.json and bench.png."
+)
+@cli_errors()
+@needs_training_extra
+def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_dir, artifacts, out):
+    """Latency and throughput of eager PyTorch against ONNX Runtime per model and batch size, and the
+    end-to-end `edgecls infer` rate on CIFAR-10 JPEGs against an ImageFolder + DataLoader baseline."""
+    from .bench import bench, parse_batch_sizes
+
+    bench(
+        model,
+        provider=provider,
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        threads=threads,
+        artifacts=artifacts,
+        seconds=seconds,
+        e2e_images=e2e_images,
+        data_dir=data_dir,
+        out=out,
+    )
+
+
+@main.command(
+    "serve",
+    epilog="Stops gracefully, after answering the requests in flight, on Ctrl-C (exit code 0) or "
+    "SIGTERM (the process then ends by that signal, as uvicorn does: 143 in a shell). Exit "
+    "code 2: nothing served (bad options, address in use, missing or unusable model).",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME",
+    help="Serve this model (repeatable), from runs/<NAME>/ when you exported one, else the shipped file. "
+    "Neither --model nor --onnx: every shipped model.",
+)
+@click.option(
+    "--onnx",
+    "onnx_files",
+    multiple=True,
+    type=click.Path(),
+    metavar="FILE",
+    help="Serve an ONNX file made by edgecls export (repeatable), under the model name in its metadata.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; the server has no authentication, so keep it local or behind a proxy.",
+)
+@click.option("--port", type=int, default=8000, show_default=True)
+@provider_option
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per model [one per core].")
+@click.option(
+    "--max-batch",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Most rows in one ONNX Runtime run, and in one request.",
+)
+@click.option(
+    "--max-delay-ms",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="How long a batch may wait for more requests (only when others are arriving). 0: run what is "
+    "queued at once; requests that arrive during a run form the next batch (fastest in our benchmark).",
+)
+@click.option(
+    "--dynamic-batching/--no-dynamic-batching",
+    default=True,
+    show_default=True,
+    help="Gather concurrent requests into one run (off: one run per request, in arrival order).",
+)
+@click.option(
+    "--max-body-mb", type=float, default=16.0, show_default=True, help="Largest request body accepted (413 above)."
+)
+@click.option("--artifacts", type=click.Path(), default=None, help="Take --model files from <artifacts>/<NAME>/.")
+@cli_errors(nothing_run=True, log_to_stderr=True, interrupted=None)
+def serve_cmd(
+    models, onnx_files, host, port, provider, threads, max_batch, max_delay_ms, dynamic_batching, max_body_mb, artifacts
+):
+    """Serve models over HTTP with the KServe v2 protocol that Triton speaks (tritonclient works, JSON and
+    binary tensors), plus POST /v2/models/<name>/classify for image files."""
+    from edgecls.serve import serve
+
+    serve(
+        list(models),
+        list(onnx_files),
+        host,
+        port,
+        provider,
+        threads,
+        max_batch,
+        max_delay_ms,
+        dynamic_batching,
+        max_body_mb,
+        artifacts,
+    )
+
+
+@main.command(
+    "web", epilog="Exit code 2: nothing served (bad options, address in use, missing model or onnxruntime-web)."
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME",
+    help="Offer this model (repeatable), the file `edgecls infer --model` uses [every shipped model].",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(),
+    default=None,
+    help="Instead of serving, write the page, onnxruntime-web and the models into this new folder.",
+)
+@click.option("--artifacts", type=click.Path(), default=None, help="Take --model files from <artifacts>/<NAME>/.")
+@cli_errors(nothing_run=True, log_to_stderr=lambda kwargs: not kwargs["out"], interrupted=None)
+def web_cmd(models, host, port, out, artifacts):
+    """The browser page: the models run on the visitor's machine with onnxruntime-web (wasm, or WebGPU
+    where the browser has it); served with the cross-origin isolation headers its threads need."""
+    from edgecls.locations import model_sources
+    from edgecls.web import build_site, serve_web
+
+    sources = model_sources(list(models), None, artifacts)
+    if out:
+        build_site(out, sources)
+    else:
+        serve_web(sources, host, port)
+
+
+@main.command("triton")
+@click.argument("out_dir", metavar="DIR", type=click.Path())
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME",
+    help="Model to write (repeatable) [every shipped model]; the ONNX file `edgecls infer --model` uses.",
+)
+@click.option("--max-batch", type=int, default=64, show_default=True, help="max_batch_size in config.pbtxt.")
+@click.option(
+    "--max-delay-ms",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="dynamic_batching max_queue_delay_microseconds, in ms (Triton's default is 0 too).",
+)
+@click.option("--instances", type=int, default=1, show_default=True, help="instance_group count.")
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "cpu", "gpu"]),
+    default="auto",
+    show_default=True,
+    help="instance_group kind (auto: GPU where Triton has one).",
+)
+@click.option("--artifacts", type=click.Path(), default=None, help="Take models from <artifacts>/<NAME>/.")
+@cli_errors(nothing_run=True, interrupted=None)
+def triton_cmd(out_dir, models, max_batch, max_delay_ms, instances, kind, artifacts):
+    """Write a Triton Inference Server model repository (config.pbtxt, 1/model.onnx, labels.txt per model)."""
+    from edgecls.locations import model_sources
+    from edgecls.serve import write_repository
+
+    write_repository(out_dir, model_sources(list(models), None, artifacts), max_batch, max_delay_ms, instances, kind)
+
+
+if __name__ == "__main__":
+    main()
