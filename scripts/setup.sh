@@ -13,13 +13,23 @@ if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch" 2>/dev/
     exit 1
   fi
 fi
+# Set-up done before from the same pyproject.toml and web/package-lock.json is not done again (the test
+# commands run this script first, every time).
+stamp="$venv/.edgecls-setup"
+want=$(cat "$root/pyproject.toml" "$root/web/package-lock.json" | sha256sum | cut -d' ' -f1)
+check="import edgecls.runtime, torch, onnxruntime, fastapi, tritonclient.http, ray.data"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "$check" 2>/dev/null \
+    && { ! command -v npm >/dev/null || [ -f "$root/web/node_modules/onnxruntime-web/package.json" ]; }; then
+  exit 0
+fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[train,test,ray]" 2>&1 \
   | grep -v "^WARNING: Location .* is ignored" || true
-"$venv/bin/python" -c "import edgecls, torch, onnxruntime, fastapi, tritonclient.http, ray.data" || { echo "set-up failed" >&2; exit 1; }
+"$venv/bin/python" -c "$check" || { echo "set-up failed" >&2; exit 1; }
 # The browser page's onnxruntime-web, pinned by web/package-lock.json (npm's registry is reachable where PyPI is).
 if command -v npm >/dev/null; then
   npm ci --prefix "$root/web" --no-audit --no-fund --silent || { echo "set-up failed: npm ci --prefix web" >&2; exit 1; }
 else
   echo "note: npm not found; the browser page (edgecls web) needs it: install npm, then npm ci --prefix web" >&2
 fi
+echo "$want" > "$stamp"
