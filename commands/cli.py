@@ -110,6 +110,11 @@ def needs_training_extra(fn):
     return wrapper
 
 
+def choice_option(name: str, choices: list[str], default: str, help: str):
+    """An option with a fixed set of values and a default that --help shows."""
+    return click.option(name, type=click.Choice(choices), default=default, show_default=True, help=help)
+
+
 model_option = click.option(
     "--model", "model", required=True, metavar="NAME", help=f"Registered model: {', '.join(model_names())}."
 )
@@ -188,27 +193,14 @@ def models_cmd():
 )
 @cli_errors()
 @needs_training_extra
-def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, select, artifacts, resume, threads):
+def train_cmd(model, **options):
     """Train MODEL on its real data set; writes checkpoint.pt, history.json and curves.png.
 
     Data-parallel on several processes or machines: torchrun --standalone --nproc-per-node=2 -m edgecls
     train --model gru (--batch-size stays the global batch; rank 0 writes the files)."""
     from edgecls.train import train
 
-    train(
-        model,
-        artifacts=artifacts,
-        data_dir=data_dir,
-        device=device,
-        resume=resume,
-        threads=threads,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        limit=limit,
-        seed=seed,
-        select=select,
-    )
+    train(model, **options)  # the options are named as train's keywords
 
 
 @main.command("export")
@@ -220,12 +212,11 @@ def train_cmd(model, epochs, batch_size, lr, limit, data_dir, device, seed, sele
     help="Checkpoint to export [default: <artifacts>/<model>/checkpoint.pt].",
 )
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset to write.")
-@click.option(
+@choice_option(
     "--exporter",
-    type=click.Choice(["auto", "dynamo", "torchscript"]),
-    default="auto",
-    show_default=True,
-    help="torch.onnx exporter; auto exports with both, validates both and keeps the faster.",
+    ["auto", "dynamo", "torchscript"],
+    "auto",
+    "torch.onnx exporter; auto exports with both, validates both and keeps the faster.",
 )
 @click.option("--atol", type=float, default=None, help="Max |logit difference| accepted [the model's, 1e-4].")
 @data_dir_option
@@ -306,12 +297,11 @@ def quantize_cmd(model, precision, onnx_file, calibration, data_dir, artifacts):
     make_variant(model, precision, source, Path(artifacts or RUNS) / model, data_dir, calibration)
 
 
-provider_option = click.option(
+provider_option = choice_option(
     "--provider",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="ONNX Runtime provider; cuda fails if CUDA cannot run, auto says what it took.",
+    ["auto", "cpu", "cuda"],
+    "auto",
+    "ONNX Runtime provider; cuda fails if CUDA cannot run, auto says what it took.",
 )
 
 
@@ -366,12 +356,11 @@ provider_option = click.option(
     help=f"Use <artifacts>/<NAME>/model.onnx [default: {RUNS}/<NAME>/model.onnx when you exported one, "
     "else the shipped artifacts/<NAME>/model.onnx].",
 )
-@click.option(
+@choice_option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="ray: Ray Data with a pool of ORT actors, here or on the cluster at $RAY_ADDRESS (needs "
+    ["local", "ray"],
+    "local",
+    "ray: Ray Data with a pool of ORT actors, here or on the cluster at $RAY_ADDRESS (needs "
     "edgecls[ray]); --output names a new folder of Parquet or CSV files.",
 )
 @click.option(
@@ -488,20 +477,12 @@ def _infer_ray(
 @artifacts_option
 @cli_errors()
 @needs_training_extra
-def evaluate_cmd(model, provider, data_dir, limit, batch_size, threads, artifacts):
+def evaluate_cmd(model, **options):
     """Accuracy and logit parity of the ONNX model (ONNX Runtime) against the PyTorch checkpoint on the
     real test split; writes parity.json and exits non-zero when the parity bar is missed."""
     from .evaluate import evaluate
 
-    evaluate(
-        model,
-        artifacts=artifacts,
-        provider=provider,
-        data_dir=data_dir,
-        limit=limit,
-        batch_size=batch_size,
-        threads=threads,
-    )
+    evaluate(model, **options)  # the options are named as evaluate's keywords
 
 
 @main.command("bench")
@@ -513,12 +494,11 @@ def evaluate_cmd(model, provider, data_dir, limit, batch_size, threads, artifact
     metavar="NAME|all",
     help=f"Registered model or all: {', '.join(model_names())}.",
 )
-@click.option(
+@choice_option(
     "--provider",
-    type=click.Choice(["cpu", "cuda"]),
-    default="cpu",
-    show_default=True,
-    help="Where both sides run: eager PyTorch on this device, ONNX Runtime on this provider.",
+    ["cpu", "cuda"],
+    "cpu",
+    "Where both sides run: eager PyTorch on this device, ONNX Runtime on this provider.",
 )
 @click.option("--batch-sizes", default="1,8,64,256", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--threads", type=int, default=None, help="Threads for both PyTorch and ONNX Runtime [torch's default].")
@@ -690,12 +670,11 @@ def web_cmd(models, host, port, out, artifacts):
     help="dynamic_batching max_queue_delay_microseconds, in ms (Triton's default is 0 too).",
 )
 @click.option("--instances", type=int, default=1, show_default=True, help="instance_group count.")
-@click.option(
+@choice_option(
     "--kind",
-    type=click.Choice(["auto", "cpu", "gpu"]),
-    default="auto",
-    show_default=True,
-    help="instance_group kind (auto: GPU where Triton has one).",
+    ["auto", "cpu", "gpu"],
+    "auto",
+    "instance_group kind (auto: GPU where Triton has one).",
 )
 @click.option("--artifacts", type=click.Path(), default=None, help="Take models from <artifacts>/<NAME>/.")
 @cli_errors(nothing_run=True, interrupted=None)

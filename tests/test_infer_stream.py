@@ -120,6 +120,12 @@ def test_jsonl_streams_one_object_per_line(cli, tmp_path):
     assert all(r["status"] == "ok" and len(r["top_k"]) == 2 for r in records)
 
 
+def infer_csv(folder: Path, model: str, out: Path, *options: str) -> list[str]:
+    """The command line of `edgecls infer FOLDER --model MODEL --format csv --output OUT OPTIONS...`."""
+    return [sys.executable, "-m", "edgecls", "infer", str(folder), "--model", model, "--format", "csv",
+            "--output", str(out), *options]  # fmt: skip
+
+
 def test_sigkill_then_resume_gives_every_file_once(tmp_path):
     """Killed in the middle: the earlier result is untouched and FILE.partial holds a prefix; --resume
     cuts any half-written line and finishes, with no file missing or repeated."""
@@ -127,23 +133,7 @@ def test_sigkill_then_resume_gives_every_file_once(tmp_path):
     out = tmp_path / "out.csv"
     out.write_text("an earlier result\n")
     partial = Path(f"{out}.partial")
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgecls",
-        "infer",
-        str(folder),
-        "--model",
-        "gru",
-        "--format",
-        "csv",
-        "--output",
-        str(out),
-        "--batch-size",
-        "4",
-        "--threads",
-        "1",
-    ]
+    cmd = infer_csv(folder, "gru", out, "--batch-size", "4", "--threads", "1")
     proc = subprocess.Popen(cmd + ["--workers", "0"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not (partial.is_file() and partial.read_bytes().count(b"\n") >= 200):
@@ -229,21 +219,7 @@ def test_decode_workers_end_when_infer_is_killed(tmp_path):
     mark = f"edgecls-test-{uuid.uuid4()}"
     env = {**os.environ, "EDGECLS_TEST_MARK": mark}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgecls",
-            "infer",
-            str(folder),
-            "--model",
-            "cnn",
-            "--format",
-            "csv",
-            "--output",
-            str(out),
-            "--workers",
-            "2",
-        ],
+        infer_csv(folder, "cnn", out, "--workers", "2"),
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
