@@ -75,8 +75,16 @@ chroot=$(command -v chroot)
 work=$(mktemp -d "$cache/run.XXXXXX")
 R=$work/root
 mounts=()
+stop_server() {  # SIGTERM (uvicorn answers what is in flight, then exits), SIGKILL after 30 s
+  [ -n "${server_pid:-}" ] || return 0
+  kill "$server_pid" 2>/dev/null || true
+  for _ in $(seq 60); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
 cleanup() {
-  [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  stop_server
   for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
   if grep -q " $work/" /proc/mounts; then  # never delete through a mount that is still there (/dev)
     say "left $work in place: something under it is still mounted"
@@ -117,11 +125,15 @@ write_cpuinfo() {  # what Linux prints on two cores of that CPU
       "$n" "$features" "$variant" "$part" "$revision" >>"$cpuinfo"
   done
 }
-arm() {  # run a command in the root as an ARM user would, on the emulated CPU $1 (the host's environment left out)
-  local cpu=$1; shift
-  write_cpuinfo "$cpu"
-  env -i PATH=/opt/venv/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 QEMU_CPU="$cpu" \
-    PIP_CERT=/etc/ssl/certs/host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 "$chroot" "$R" "$@"
+in_root() {  # the command line that runs in the root as an ARM user would, on the emulated CPU $1, with none of
+  # the host's environment: env and chroot exec, so a background job's $! is the emulated program itself
+  write_cpuinfo "$1"
+  in_root_cmd=(env -i PATH=/opt/venv/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 QEMU_CPU="$1"
+    PIP_CERT=/etc/ssl/certs/host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 "$chroot" "$R")
+}
+arm() {  # run a command in the root on the emulated CPU $1
+  in_root "$1"; shift
+  "${in_root_cmd[@]}" "$@"
 }
 
 # ---- edgecls there: the wheel, the core install ----
@@ -171,13 +183,15 @@ if [ "$serve_check" = 1 ]; then
   cpu=${cpus%% *}
   port=$("$venv/bin/python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
   say "edgecls serve on arm64 ($cpu), one tritonclient request from $(uname -m)"
-  arm "$cpu" /opt/venv/bin/edgecls serve --onnx /work/artifacts/gru/model.onnx --port "$port" --provider cpu \
-    >"$work/serve.log" 2>&1 &
+  in_root "$cpu"
+  "${in_root_cmd[@]}" /opt/venv/bin/edgecls serve --onnx /work/artifacts/gru/model.onnx --port "$port" \
+    --provider cpu >"$work/serve.log" 2>&1 &
   server_pid=$!
   (cd "$repo" && "$venv/bin/python" scripts/aarch64.py serve-check --url "127.0.0.1:$port" --model gru \
     --artifacts artifacts --samples samples) || { status=1; tail -5 "$work/serve.log" >&2; }
-  kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-  server_pid=""
+  stop_server
+  [ -z "$(pgrep -f "edgecls serve --onnx /work/artifacts/gru/model.onnx --port $port" || true)" ] \
+    || { say "the emulated server did not stop"; status=1; }
   say "edgecls web --out on arm64 ($cpu)"
   site_pkgs=$(ls -d "$R"/opt/venv/lib/python3*/site-packages)
   mkdir -p "$site_pkgs/edgecls/web/node_modules"  # what `npm ci --prefix web` gives a checkout
