@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from edgecls import asgi
-from edgecls.errors import EdgeclsError
+from edgecls.errors import UsageError
 from edgecls.locations import model_sources
 from edgecls.runtime import Classifier
 
@@ -26,13 +26,13 @@ def serve(
     artifacts: str | None = None,
 ) -> None:
     if max_batch < 1:
-        raise EdgeclsError(f"--max-batch must be at least 1 (got {max_batch})")
+        raise UsageError(f"--max-batch must be at least 1 (got {max_batch})")
     if not 0 <= max_delay_ms <= 10_000:
-        raise EdgeclsError(f"--max-delay-ms must be between 0 and 10000 (got {max_delay_ms:g})")
+        raise UsageError(f"--max-delay-ms must be between 0 and 10000 (got {max_delay_ms:g})")
     if not max_body_mb > 0:
-        raise EdgeclsError(f"--max-body-mb must be positive (got {max_body_mb:g})")
+        raise UsageError(f"--max-body-mb must be positive (got {max_body_mb:g})")
     if threads is not None and threads < 1:
-        raise EdgeclsError(f"--threads must be at least 1 (got {threads})")
+        raise UsageError(f"--threads must be at least 1 (got {threads})")
     asgi.check_address(host, port)
     sources = model_sources(models, onnx_files, artifacts)
     classifiers = {name: Classifier(path, provider, threads) for name, path in sources.items()}
@@ -40,9 +40,10 @@ def serve(
     from .app import create_app
 
     app = create_app(classifiers, max_batch, max_delay_ms, dynamic_batching, max_body_mb)
+    for reason in dict.fromkeys(c.fallback_reason for c in classifiers.values() if c.fallback_reason):
+        log.info(f"provider auto: using CPU (CUDA not available: {reason})")  # once, not once per model
     for name, clf in classifiers.items():
-        note = f" (CUDA not available: {clf.fallback_reason})" if clf.fallback_reason else ""
-        log.info(f"serving {name}: {clf.path}, {clf.providers[0]}{note}")
+        log.info(f"serving {name}: {clf.path}, {clf.providers[0]}")
     batching = (
         f"dynamic batching up to {max_batch} rows, max delay {max_delay_ms:g} ms" if dynamic_batching else "no batching"
     )

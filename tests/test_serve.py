@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 import pytest
 import tritonclient.http as tc
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, cuda_device_present
 from PIL import Image
 from serving import error_of, free_port, model_inputs, multipart, request, running
 from test_shipped import SHIPPED
@@ -519,3 +519,26 @@ def test_a_failing_model_run_is_a_json_500_and_the_server_goes_on(server, classi
     assert answer[0] == 500 and "RuntimeError" in error_of(answer)
     x = model_inputs(classifiers["gru"], samples_for("gru", 2))
     np.testing.assert_allclose(infer_logits(url, "gru", x), classifiers["gru"].run(x), atol=1e-5, rtol=0)
+
+
+def test_serve_says_the_provider_fallback_once_and_stops_on_sigterm():
+    """Every shipped model under --provider auto on a machine without a usable GPU: the CUDA reason is one
+    line, not one per model; SIGTERM stops the server with nothing left running."""
+    import signal
+    import subprocess
+    import sys
+
+    from edgecls.asgi import wait_until_up
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edgecls", "serve", "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/v2/health/ready", proc, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=30)[1]
+    serving = [line for line in err.splitlines() if line.startswith("serving ")]
+    assert len(serving) == len(SHIPPED), err
+    assert err.count("CUDA not available") == (0 if cuda_device_present() else 1), err
+    assert proc.returncode is not None
