@@ -28,7 +28,7 @@ import torch
 
 from edgecls import __version__
 from edgecls import checkpoint as ckpt_io
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, UsageError
 from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
 from edgecls.locations import RUNS, find_onnx
 from edgecls.machine import cpu_flags, cpu_name
@@ -46,9 +46,9 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise EdgeclsError(f"--batch-sizes must be comma-separated integers like 1,8,64 (got {text!r})") from None
+        raise UsageError(f"--batch-sizes must be comma-separated integers like 1,8,64 (got {text!r})") from None
     if not sizes or min(sizes) < 1:
-        raise EdgeclsError(f"--batch-sizes must be positive integers (got {text!r})")
+        raise UsageError(f"--batch-sizes must be positive integers (got {text!r})")
     return sizes
 
 
@@ -146,7 +146,7 @@ def open_pair(spec: ModelSpec, provider: str, threads: int, artifacts: str | Pat
     onnx_path = find_onnx(spec.name, artifacts)
     classifier = Classifier(onnx_path, provider, threads)  # raises a one-line error for a missing/unusable file
     if classifier.info.model != spec.name:
-        raise EdgeclsError(f"{onnx_path} is a {classifier.info.model!r} model, not {spec.name!r}")
+        raise UsageError(f"{onnx_path} is a {classifier.info.model!r} model, not {spec.name!r}")
     model, ckpt_path = _eager_model(spec, onnx_path)
     device = torch.device("cuda" if classifier.provider == "cuda" else "cpu")
     return Pair(spec, onnx_path, classifier, model.to(device), ckpt_path, device)
@@ -259,7 +259,7 @@ def cifar_test_files(data_dir: str | None, limit: int | None):
 
     test = load_split("cifar10", "test", data_dir, download=False)
     if test.files is None:
-        raise EdgeclsError(
+        raise UsageError(
             "the end-to-end benchmark needs CIFAR-10 as image files (CIFAR10-images/test/<class>/); "
             "pass --e2e-images 0 to skip it"
         )
@@ -427,24 +427,24 @@ def bench(
     """Benchmark `model` ("all" or a name); writes <out>/bench.json and bench.png. e2e_images: None all
     10,000 CIFAR-10 test JPEGs, 0 skips the end-to-end run."""
     if provider not in ("cpu", "cuda"):
-        raise EdgeclsError(f"unknown provider {provider!r}; use cpu or cuda")
+        raise UsageError(f"unknown provider {provider!r}; use cpu or cuda")
     names = (
         [get_spec(model).name] if model != "all" else [n for n in model_names() if find_onnx(n, artifacts).is_file()]
     )
     if not names:
-        raise EdgeclsError("no exported models to benchmark; run `edgecls export --model NAME` first")
+        raise UsageError("no exported models to benchmark; run `edgecls export --model NAME` first")
     skipped = [n for n in model_names() if n not in names] if model == "all" else []
     if threads is not None and threads < 1:
-        raise EdgeclsError(f"--threads must be at least 1 (got {threads})")
+        raise UsageError(f"--threads must be at least 1 (got {threads})")
     if not seconds > 0:
-        raise EdgeclsError(f"--seconds must be positive (got {seconds})")
+        raise UsageError(f"--seconds must be positive (got {seconds})")
     if e2e_images is not None and e2e_images < 0:
-        raise EdgeclsError(f"--e2e-images must be 0 (skip) or more (got {e2e_images})")
+        raise UsageError(f"--e2e-images must be 0 (skip) or more (got {e2e_images})")
     out = ensure_writable_dir(out, "--out")
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     if provider == "cuda" and not torch.cuda.is_available():
-        raise EdgeclsError("--provider cuda needs a GPU that PyTorch sees too (for the eager side); use --provider cpu")
+        raise UsageError("--provider cuda needs a GPU that PyTorch sees too (for the eager side); use --provider cpu")
     # Open every model and find the data first: a bad file or folder fails before minutes of timing.
     pairs = [open_pair(get_spec(n), provider, threads, artifacts) for n in names]
     e2e = cifar_test_files(data_dir, e2e_images) if "cnn" in names and e2e_images != 0 else None

@@ -115,8 +115,23 @@ def choice_option(name: str, choices: list[str], default: str, help: str):
     return click.option(name, type=click.Choice(choices), default=default, show_default=True, help=help)
 
 
+def _known_model(ctx, param, name: str) -> str:
+    """An unknown --model is a usage error before anything runs (not, say, a missing runs/NAME/ file)."""
+    from edgecls.registry import get_spec
+
+    try:
+        return get_spec(name).name
+    except EdgeclsError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 model_option = click.option(
-    "--model", "model", required=True, metavar="NAME", help=f"Registered model: {', '.join(model_names())}."
+    "--model",
+    "model",
+    required=True,
+    metavar="NAME",
+    callback=_known_model,
+    help=f"Registered model: {', '.join(model_names())}.",
 )
 artifacts_option = click.option(
     "--artifacts",
@@ -134,7 +149,19 @@ data_dir_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class WholeSummaries(click.Group):
+    """`edgecls --help` lists each command's first sentence whole; click cuts it to the terminal width."""
+
+    def format_commands(self, ctx, formatter):
+        rows = [
+            (name, self.get_command(ctx, name).get_short_help_str(limit=10_000)) for name in self.list_commands(ctx)
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=WholeSummaries, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgecls")
 def main():
     """Train small image classifiers, export them to ONNX, and run them with ONNX Runtime."""
@@ -146,20 +173,10 @@ def models_cmd():
     """List the model zoo: dataset, input shape, classes and parameter count."""
     from edgecls.registry import all_specs
 
-    counted = not missing_training_extra()  # parameter counts need torch
     rows = [("name", "dataset", "input", "classes", "params", "architecture")]
-    for spec in all_specs():
-        params = sum(p.numel() for p in spec.build().parameters()) if counted else "n/a"
-        rows.append(
-            (
-                spec.name,
-                spec.dataset,
-                "x".join(map(str, spec.input_shape)),
-                str(spec.num_classes),
-                f"{params:,}" if counted else params,
-                spec.summary,
-            )
-        )
+    for spec in all_specs():  # the registry's own figures: listing the zoo never imports torch
+        shape = "x".join(map(str, spec.input_shape))
+        rows.append((spec.name, spec.dataset, shape, str(spec.num_classes), f"{spec.params:,}", spec.summary))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -174,7 +191,9 @@ def models_cmd():
     "--limit", type=int, default=None, help="Train on only N training images (a seeded random subset; for quick runs)."
 )
 @data_dir_option
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@choice_option(
+    "--device", ["auto", "cpu", "cuda"], "auto", "Where to train; auto takes a CUDA GPU when torch sees one."
+)
 @click.option("--seed", type=int, default=None, help="Seed of split, init, order and augmentation [0].")
 @click.option(
     "--select",
@@ -315,7 +334,7 @@ provider_option = choice_option(
 @click.option("--model", "model", default=None, metavar="NAME", help="Use <artifacts>/<NAME>/model.onnx.")
 @click.option("--onnx", "onnx_file", type=click.Path(), default=None, help="An ONNX file made by edgecls export.")
 @provider_option
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Images per ONNX Runtime run.")
 @click.option("--top-k", type=int, default=1, show_default=True, help="Labels shown per image.")
 @click.option(
     "--format",
@@ -472,7 +491,7 @@ def _infer_ray(
 @provider_option
 @data_dir_option
 @click.option("--limit", type=int, default=None, help="Evaluate N evenly spaced test images [all].")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Test images per run, on both sides.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [one per core].")
 @artifacts_option
 @cli_errors()
@@ -568,7 +587,7 @@ def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_d
     show_default=True,
     help="Address to listen on; the server has no authentication, so keep it local or behind a proxy.",
 )
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True, help="TCP port to listen on (0: any free one).")
 @provider_option
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per model [one per core].")
 @click.option(
@@ -629,8 +648,10 @@ def serve_cmd(
     metavar="NAME",
     help="Offer this model (repeatable), the file `edgecls infer --model` uses [every shipped model].",
 )
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on; keep it local or behind a proxy."
+)
+@click.option("--port", type=int, default=8000, show_default=True, help="TCP port to listen on (0: any free one).")
 @click.option(
     "--out",
     type=click.Path(),

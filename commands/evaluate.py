@@ -12,7 +12,7 @@ import torch
 
 from edgecls import checkpoint as ckpt_io
 from edgecls.data import evenly_spaced, load_for_spec
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, UsageError
 from edgecls.fileio import write_json
 from edgecls.locations import RUNS
 from edgecls.runtime import Classifier
@@ -36,16 +36,16 @@ def evaluate(
     """Compare and write <artifacts>/<name>/parity.json; raises EdgeclsError when the parity bar is missed."""
     out = Path(artifacts) / name
     if batch_size < 1:
-        raise EdgeclsError(f"--batch-size must be at least 1 (got {batch_size})")
+        raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     ckpt = ckpt_io.load(out / "checkpoint.pt", name)
     spec, model = ckpt_io.model_from_checkpoint(ckpt)
     classifier = Classifier(out / "model.onnx", provider, threads)
     if classifier.info.model != name:
-        raise EdgeclsError(f"{out / 'model.onnx'} is a {classifier.info.model!r} model, not {name!r}")
+        raise UsageError(f"{out / 'model.onnx'} is a {classifier.info.model!r} model, not {name!r}")
     test = load_for_spec(spec, "test", data_dir)
     if limit is not None:
         if limit < 1:
-            raise EdgeclsError(f"--limit must be at least 1 (got {limit})")
+            raise UsageError(f"--limit must be at least 1 (got {limit})")
         test = test.subset(evenly_spaced(len(test), limit))
     else:
         test = test.subset(torch.arange(len(test)))  # decode image files once, outside the timed runs

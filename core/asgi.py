@@ -19,7 +19,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import UsageError
 
 log = logging.getLogger("edgecls.asgi")
 BODY_METHODS = ("POST", "PUT", "PATCH")
@@ -206,18 +206,18 @@ def create_app(
 def check_address(host: str, port: int) -> None:
     """Fail with one line before loading anything if the address cannot be listened on."""
     if not 0 <= port <= 65535:
-        raise EdgeclsError(f"--port {port} is not a TCP port (0..65535)")
+        raise UsageError(f"--port {port} is not a TCP port (0..65535)")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise EdgeclsError(f"--host {host}: {exc.strerror}") from None
+        raise UsageError(f"--host {host}: {exc.strerror}") from None
     family, _, _, _, addr = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(addr)
         except OSError as exc:
-            raise EdgeclsError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port") from None
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port") from None
 
 
 def run(app, host: str, port: int) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import EdgeclsError
+from .errors import UsageError
 from .fileio import atomic_path
 from .registry import ModelSpec, get_spec
 
@@ -25,17 +25,17 @@ def load(path: str | Path, expected_model: str | None = None, kind: str = "check
     path = Path(path)
     if not path.is_file():
         hint = f"; run `edgecls train --model {expected_model}` first" if expected_model else ""
-        raise EdgeclsError(f"no {kind} at {path}{hint}")
+        raise UsageError(f"no {kind} at {path}{hint}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle garbage, wrong format: all mean "unusable file"
-        raise EdgeclsError(
+        raise UsageError(
             f"{path} is not a readable edgecls {kind} ({type(exc).__name__}); retrain or pass another file"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
-        raise EdgeclsError(f"{path} is not an edgecls {kind}")
+        raise UsageError(f"{path} is not an edgecls {kind}")
     if expected_model is not None and ckpt["model"] != expected_model:
-        raise EdgeclsError(f"{path} holds model {ckpt['model']!r}, not {expected_model!r}")
+        raise UsageError(f"{path} holds model {ckpt['model']!r}, not {expected_model!r}")
     return ckpt
 
 
@@ -45,7 +45,7 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[ModelSpec, torch.nn.Mod
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise EdgeclsError(f"checkpoint weights do not fit model {spec.name!r} ({str(exc).splitlines()[0]})") from None
+        raise UsageError(f"checkpoint weights do not fit model {spec.name!r} ({str(exc).splitlines()[0]})") from None
     return spec, model.eval()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import EdgeclsError
+from .errors import UsageError
 from .registry import CIFAR10_CLASSES, ModelSpec, Preprocess
 
 DEBIAN_DATASETS = Path("/usr/share/datasets")
@@ -137,7 +137,7 @@ def _image_folder(folder: Path, classes: Sequence[str], mode: str) -> ImageSet |
     if not found:
         return None
     if set(found) != set(classes):
-        raise EdgeclsError(f"{folder} holds class folders {found}, but the model needs {list(classes)}")
+        raise UsageError(f"{folder} holds class folders {found}, but the model needs {list(classes)}")
     files, labels = [], []
     for label, name in enumerate(classes):
         for p in sorted((folder / name).iterdir()):
@@ -237,7 +237,7 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     info = DATASETS[dataset]
     train = split == "train"
     if data_dir and not Path(data_dir).is_dir():
-        raise EdgeclsError(f"--data-dir {data_dir} is not a folder")
+        raise UsageError(f"--data-dir {data_dir} is not a folder")
     roots = search_roots(data_dir)
     for root in roots:
         for reader in info.readers:
@@ -258,7 +258,7 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
         except Exception as exc:  # network errors come in many types; all mean "not available"
             reason = f"download failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
     looked = ", ".join(str(r) for r in roots)
-    raise EdgeclsError(
+    raise UsageError(
         f"{info.title} not found (looked in {looked}; {reason}). Provide it with --data-dir DIR, "
         f"set EDGECLS_DATA=DIR {info.how_to_get}, or connect to the internet for a torchvision download."
     )

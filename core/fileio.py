@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import EdgeclsError
+from .errors import UsageError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -21,9 +21,9 @@ def ensure_writable_dir(path: str | os.PathLike, option: str = "--artifacts") ->
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EdgeclsError(f"cannot create folder {path}: {exc.strerror or exc}; choose another with {option}") from exc
+        raise UsageError(f"cannot create folder {path}: {exc.strerror or exc}; choose another with {option}") from exc
     if not os.access(path, os.W_OK | os.X_OK):
-        raise EdgeclsError(f"folder {path} is not writable; choose another with {option}")
+        raise UsageError(f"folder {path} is not writable; choose another with {option}")
     return path
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import EdgeclsError
+from .errors import UsageError
 from .metadata import read_info
 
 RUNS = "runs"
@@ -39,7 +39,7 @@ def find_onnx(name: str, artifacts: str | Path | None = None) -> Path:
 def refuse_shipped(folder: str | Path) -> None:
     """Keep train and export from replacing a shipped model (a folder with a model card)."""
     if (Path(folder) / MODEL_CARD).is_file():
-        raise EdgeclsError(
+        raise UsageError(
             f"{folder} holds a shipped model ({MODEL_CARD}); write your own runs elsewhere "
             f"(the default --artifacts is {RUNS}/)"
         )
@@ -58,23 +58,21 @@ def model_sources(
     if not names and not onnx_files:
         names = shipped_names()
         if not names:
-            raise EdgeclsError(f"no shipped models in {shipped_root()}; name models with --model or files with --onnx")
+            raise UsageError(f"no shipped models in {shipped_root()}; name models with --model or files with --onnx")
     for name in names:
         get_spec(name)  # unknown names fail here, with the list of known ones
         path = find_onnx(name, artifacts)
         if not path.is_file():
-            raise EdgeclsError(
-                f"no ONNX model for {name} at {path}; run `edgecls export --model {name}` or pass --onnx"
-            )
+            raise UsageError(f"no ONNX model for {name} at {path}; run `edgecls export --model {name}` or pass --onnx")
         if name in sources:
-            raise EdgeclsError(f"model {name} named twice")
+            raise UsageError(f"model {name} named twice")
         sources[name] = path
     for f in onnx_files or []:
         path = Path(f)
         if not path.is_file():
-            raise EdgeclsError(f"--onnx {path}: no such file")
+            raise UsageError(f"--onnx {path}: no such file")
         name = read_info(path).model
         if name in sources:
-            raise EdgeclsError(f"two models named {name} ({sources[name]} and {path}); serve one of them")
+            raise UsageError(f"two models named {name} ({sources[name]} and {path}); serve one of them")
         sources[name] = path
     return sources

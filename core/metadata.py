@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import UsageError
 
 FORMAT = "edgecls-onnx/1"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -56,7 +56,7 @@ class ModelInfo:
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "model") -> ModelInfo:
         if props.get("edgecls_format") != FORMAT:
-            raise EdgeclsError(
+            raise UsageError(
                 f"{source} was not made by `edgecls export` (no edgecls metadata); "
                 f"export it with edgecls or pass another file"
             )
@@ -77,7 +77,7 @@ class ModelInfo:
                 validated=props.get("validated") == "true",
             )
         except (KeyError, ValueError, TypeError) as exc:
-            raise EdgeclsError(f"{source} has incomplete edgecls metadata ({exc!r}); re-export it") from None
+            raise UsageError(f"{source} has incomplete edgecls metadata ({exc!r}); re-export it") from None
         if (
             len(shape) != 3
             or info.color_mode not in ("L", "RGB")
@@ -85,7 +85,7 @@ class ModelInfo:
             or len(info.std) != shape[0]
             or shape[0] != (1 if info.color_mode == "L" else 3)
         ):
-            raise EdgeclsError(f"{source} has inconsistent edgecls metadata; re-export it")
+            raise UsageError(f"{source} has inconsistent edgecls metadata; re-export it")
         return info
 
 
@@ -102,7 +102,7 @@ def read_props(source) -> dict[str, str]:
         session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeclsError(f"ONNX Runtime cannot load {source}: {first[:200]}") from None
+        raise UsageError(f"ONNX Runtime cannot load {source}: {first[:200]}") from None
     return read_props(session)
 
 

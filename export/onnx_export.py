@@ -23,7 +23,7 @@ import torch
 import edgecls
 from edgecls import checkpoint as ckpt_io
 from edgecls.data import evenly_spaced, load_for_spec, normalize
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, UsageError
 from edgecls.fileio import ensure_writable_dir, write_json
 from edgecls.locations import RUNS, refuse_shipped
 from edgecls.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo, write_props
@@ -95,7 +95,7 @@ def _real_inputs(spec: ModelSpec, data_dir: str | None, count: int = max(BATCH_S
 def check_opset(opset: int) -> None:
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
-        raise EdgeclsError(
+        raise UsageError(
             f"--opset {opset} is not supported: the installed onnx {onnx.__version__} writes "
             f"opsets {MIN_OPSET}..{newest} for these models"
         )
@@ -116,7 +116,7 @@ def export_model(
     """Export `name` to <artifacts>/<name>/model.onnx and write export.json; raises EdgeclsError when
     the ONNX file does not reproduce the eager logits."""
     if exporter not in ("auto", *EXPORTERS):
-        raise EdgeclsError(f"unknown exporter {exporter!r}; use auto, {' or '.join(EXPORTERS)}")
+        raise UsageError(f"unknown exporter {exporter!r}; use auto, {' or '.join(EXPORTERS)}")
     check_opset(opset)
     out = Path(artifacts) / name
     refuse_shipped(out)
@@ -125,7 +125,7 @@ def export_model(
     spec, model = ckpt_io.model_from_checkpoint(ckpt)
     atol = spec.atol if atol is None else atol
     if not atol > 0:
-        raise EdgeclsError(f"--atol must be positive (got {atol})")
+        raise UsageError(f"--atol must be positive (got {atol})")
     ensure_writable_dir(out)
     real, real_source = _real_inputs(spec, data_dir) if validate_parity else (None, "validation skipped")
     if validate_parity and real is None:

@@ -23,7 +23,7 @@ import onnx
 import torch
 
 from edgecls.data import load_for_spec, normalize
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, UsageError
 from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
 from edgecls.locations import refuse_shipped
 from edgecls.metadata import read_props, write_props
@@ -144,13 +144,13 @@ def make_variant(
 ) -> dict:
     """Write <out_dir>/model.<precision>.onnx from the fp32 `source` when it passes the accuracy gate."""
     if precision not in PRECISIONS:
-        raise EdgeclsError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision})")
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision})")
     if calibration < 16:
-        raise EdgeclsError(f"--calibration must be at least 16 training images (got {calibration})")
+        raise UsageError(f"--calibration must be at least 16 training images (got {calibration})")
     spec = get_spec(name)
     fp32 = Classifier(source, "cpu")  # a damaged or foreign file fails here, in one line
     if fp32.info.model != name:
-        raise EdgeclsError(f"{source} holds model {fp32.info.model!r}, not {name!r}")
+        raise UsageError(f"{source} holds model {fp32.info.model!r}, not {name!r}")
     refuse_shipped(out_dir)
     ensure_writable_dir(out_dir)
     test = load_for_spec(spec, "test", data_dir, download=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import UsageError
 
 # provider name -> "module:class" of the engine that serves it (imported only when asked for)
 ENGINES = {
@@ -70,12 +70,12 @@ class Engine(abc.ABC):
 
 def check_provider(provider: str) -> None:
     if provider not in ENGINES:
-        raise EdgeclsError(f"unknown provider {provider!r}; use {', '.join(PROVIDERS)}")
+        raise UsageError(f"unknown provider {provider!r}; use {', '.join(PROVIDERS)}")
 
 
 def check_threads(threads) -> None:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise EdgeclsError(f"--threads must be a whole number of at least 1 (got {threads!r})")
+        raise UsageError(f"--threads must be a whole number of at least 1 (got {threads!r})")
 
 
 def open_engine(path: str | Path, provider: str = "auto", threads: int | None = None, split: bool = True) -> Engine:
@@ -84,7 +84,7 @@ def open_engine(path: str | Path, provider: str = "auto", threads: int | None = 
     Every failure is a one-line EdgeclsError."""
     path = Path(path)
     if not path.is_file():
-        raise EdgeclsError(f"no ONNX model at {path}; run `edgecls export` first or pass --onnx FILE")
+        raise UsageError(f"no ONNX model at {path}; run `edgecls export` first or pass --onnx FILE")
     check_threads(threads)
     check_provider(provider)
     module, name = ENGINES[provider].split(":")

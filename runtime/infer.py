@@ -293,6 +293,12 @@ def infer(
     top_k = min(top_k, len(classifier.class_names))
     partial = Path(f"{output}.partial") if output else None
     done = failed_before = 0
+    if resume and not partial.is_file() and Path(output).is_file():
+        # a finished job script run again: the output is there whole, so there is nothing to do
+        header = Writer(io.StringIO(), fmt, top_k).csv_header()
+        if resume_point(Path(output), fmt, header, files)[0] == len(files):
+            print(f"--resume: {output} is complete ({len(files)} files); nothing to do", file=err)
+            return 0
     if resume:
         if not partial.is_file():
             raise UsageError(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import UsageError
 from edgecls.metadata import INPUT_NAME, read_props
 
 from .engine import Engine, TensorInfo, check_provider
@@ -113,7 +113,7 @@ def create_session(
             if provider == "auto":  # ORT already fell back to the CPU provider in this session
                 return session, reason
         if provider == "cuda":
-            raise EdgeclsError(f"CUDA execution provider unavailable: {reason}; use --provider cpu")
+            raise UsageError(f"CUDA execution provider unavailable: {reason}; use --provider cpu")
     return _load(path, opts, [ORT_PROVIDERS["cpu"]]), reason
 
 
@@ -122,7 +122,7 @@ def _load(path: str, opts: ort.SessionOptions, providers: list) -> ort.Inference
         return ort.InferenceSession(path, opts, providers=providers)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeclsError(f"ONNX Runtime cannot load {path}: {first[:300]}") from None
+        raise UsageError(f"ONNX Runtime cannot load {path}: {first[:300]}") from None
 
 
 def _tensors(values) -> list[TensorInfo]:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import UsageError
 from edgecls.runtime import Classifier
 
 log = logging.getLogger(__name__)
@@ -45,19 +45,19 @@ def model_config(
 ) -> dict:
     """Triton's ModelConfig for `classifier`'s ONNX file, as a dict in the message's field names."""
     if max_batch < 1:
-        raise EdgeclsError(f"--max-batch must be at least 1 (got {max_batch})")
+        raise UsageError(f"--max-batch must be at least 1 (got {max_batch})")
     if instances < 1:
-        raise EdgeclsError(f"--instances must be at least 1 (got {instances})")
+        raise UsageError(f"--instances must be at least 1 (got {instances})")
     if kind not in KINDS:
-        raise EdgeclsError(f"unknown instance kind {kind!r}; use {', '.join(KINDS)}")
+        raise UsageError(f"unknown instance kind {kind!r}; use {', '.join(KINDS)}")
 
     def tensors(values) -> list[dict]:
         out = []
         for v in values:
             if not v.shape or isinstance(v.shape[0], int):
-                raise EdgeclsError(f"{classifier.path}: {v.name} has no symbolic batch axis ({v.shape}); re-export it")
+                raise UsageError(f"{classifier.path}: {v.name} has no symbolic batch axis ({v.shape}); re-export it")
             if v.type not in ONNX_TYPES or not all(isinstance(d, int) for d in v.shape[1:]):
-                raise EdgeclsError(f"{classifier.path}: {v.name} ({v.type}, {v.shape}) cannot be described to Triton")
+                raise UsageError(f"{classifier.path}: {v.name} ({v.type}, {v.shape}) cannot be described to Triton")
             out.append({"name": v.name, "data_type": ONNX_TYPES[v.type], "dims": list(v.shape[1:])})
         return out
 
@@ -113,7 +113,7 @@ def write_repository(
     place, so an interrupted run leaves the previous folder whole."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise EdgeclsError(f"{out} is a file; give a folder for the model repository")
+        raise UsageError(f"{out} is a file; give a folder for the model repository")
     classifiers = {name: Classifier(path, "cpu", threads=1) for name, path in sources.items()}  # all load first
     configs = {
         name: model_config(clf, name, max_batch, max_delay_ms, instances, kind) for name, clf in classifiers.items()
@@ -121,11 +121,11 @@ def write_repository(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EdgeclsError(f"cannot create {out}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot create {out}: {exc.strerror or exc}") from None
     for name in sources:
         target = out / name
         if target.exists() and not (target / "config.pbtxt").is_file():
-            raise EdgeclsError(
+            raise UsageError(
                 f"{target} exists and is not a model folder (no config.pbtxt); remove it or choose another DIR"
             )
     written = []

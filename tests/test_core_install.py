@@ -125,7 +125,7 @@ def test_ray_engine_without_the_extra_names_it_in_one_line(core_venv, tmp_path):
 def test_models_lists_the_zoo_without_torch(core_venv):
     done = run(core_venv, "models")
     assert done.returncode == 0, done.stderr
-    assert "gru" in done.stdout and "n/a" in done.stdout
+    assert "gru" in done.stdout and "161,034" in done.stdout  # the registry's counts, no torch needed
 
 
 def start_server(core, port: int, *models: str) -> subprocess.Popen:

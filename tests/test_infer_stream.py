@@ -252,3 +252,18 @@ def marked(mark: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def test_resume_of_a_complete_output_is_a_no_op(cli, tmp_path):
+    """A finished job script run again: --resume on a whole output exits 0 with a note, and writes nothing."""
+    folder = linked_folder(tmp_path / "imgs", 10)
+    out = tmp_path / "out.jsonl"
+    first = cli("infer", folder, "--model", "gru", "--format", "jsonl", "--output", out)
+    assert first.exit_code == 0, first.output
+    before = out.read_bytes()
+    again = cli("infer", folder, "--model", "gru", "--format", "jsonl", "--output", out, "--resume")
+    assert again.exit_code == 0, again.output
+    assert f"--resume: {out} is complete (10 files); nothing to do" in again.stderr
+    assert out.read_bytes() == before and not Path(f"{out}.partial").exists()
+    fewer = linked_folder(tmp_path / "more", 12)  # other inputs: that output is not theirs to skip
+    assert_one_line_error(cli("infer", fewer, "--model", "gru", "--format", "jsonl", "--output", out, "--resume"))

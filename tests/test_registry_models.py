@@ -1,5 +1,6 @@
 import importlib.metadata
 
+import click
 import pytest
 import torch
 from conftest import assert_one_line_error
@@ -70,6 +71,45 @@ def test_models_command_prints_table(cli):
     assert set(rows) == set(NAMES)
     assert rows["lstm"][3] == "47" and rows["cnn"][2] == "3x32x32"
     assert rows["gru"][4] == f"{sum(p.numel() for p in get_spec('gru').build().parameters()):,}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_registry_parameter_count_is_the_built_models(name):
+    spec = get_spec(name)
+    assert spec.params == sum(p.numel() for p in spec.build().parameters())
+
+
+def torch_imported(*args: str) -> list[str]:
+    """Modules of torch that `python -X importtime -m edgecls ARGS` imported."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "edgecls", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    return [n for n in names if n.split(".")[0] in ("torch", "torchvision")]
+
+
+def test_models_and_every_help_never_import_torch():
+    """The metadata commands answer at once in the full install too: torch alone took 2-9 s to import."""
+    from edgecls.commands.cli import main
+
+    assert torch_imported("models") == []
+    for args in [("--help",), *((name, "--help") for name in main.commands)]:
+        assert torch_imported(*args) == [], args
+
+
+def test_every_option_has_help_and_the_top_level_help_is_whole(cli):
+    from edgecls.commands.cli import main
+
+    for name, command in main.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"edgecls {name} {param.opts[0]} has no help text"
+    listing = " ".join(cli("--help").output.split())
+    for name, command in main.commands.items():
+        first = command.get_short_help_str(limit=10_000)  # the first sentence of its help
+        assert not first.endswith("...") and " ".join(first.split()) in listing, name
 
 
 def test_cli_unknown_model(cli):

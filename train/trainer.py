@@ -21,7 +21,7 @@ from tqdm import tqdm
 import edgecls
 from edgecls import checkpoint as ckpt_io
 from edgecls.data import ImageSet, augment, load_for_spec, normalize
-from edgecls.errors import EdgeclsError
+from edgecls.errors import UsageError
 from edgecls.fileio import ensure_writable_dir, write_json
 from edgecls.locations import RUNS, refuse_shipped
 from edgecls.registry import ModelSpec, get_spec
@@ -72,17 +72,17 @@ class TrainConfig:
 
     def check(self) -> None:
         if self.epochs < 1:
-            raise EdgeclsError(f"--epochs must be at least 1 (got {self.epochs})")
+            raise UsageError(f"--epochs must be at least 1 (got {self.epochs})")
         if self.batch_size < 1:
-            raise EdgeclsError(f"--batch-size must be at least 1 (got {self.batch_size})")
+            raise UsageError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if not self.lr > 0:
-            raise EdgeclsError(f"--lr must be positive (got {self.lr})")
+            raise UsageError(f"--lr must be positive (got {self.lr})")
         if self.limit is not None and self.limit < 20:
-            raise EdgeclsError(f"--limit must be at least 20 images (got {self.limit})")
+            raise UsageError(f"--limit must be at least 20 images (got {self.limit})")
         if self.select not in SELECT_METRICS:
-            raise EdgeclsError(f"--select must be one of {', '.join(SELECT_METRICS)} (got {self.select!r})")
+            raise UsageError(f"--select must be one of {', '.join(SELECT_METRICS)} (got {self.select!r})")
         if not 0 < self.val_fraction < 1:
-            raise EdgeclsError(f"validation fraction must lie between 0 and 1 (got {self.val_fraction})")
+            raise UsageError(f"validation fraction must lie between 0 and 1 (got {self.val_fraction})")
 
 
 @dataclass
@@ -97,7 +97,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise EdgeclsError("--device cuda asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
+        raise UsageError("--device cuda asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
     return torch.device(device)
 
 
@@ -165,7 +165,7 @@ def train(
     """
     workers = distributed.from_environment()
     if threads is not None and threads < 1:
-        raise EdgeclsError(f"--threads must be at least 1 (got {threads})")
+        raise UsageError(f"--threads must be at least 1 (got {threads})")
     torch.set_num_threads(threads or distributed.default_threads(workers))
     dev = distributed.device_for(workers, resolve_device(device))
     distributed.join(workers, dev)
@@ -206,23 +206,27 @@ def _train(
         # torchrun --max-restarts started us again after a worker died: carry on from our last epoch.
         resume = True
         say(f"restart {workers.restarts} by torchrun: resuming from {out / 'resume.pt'}")
-    cfg, state = _config(spec, out, resume, overrides)
+    try:
+        cfg, state = _config(spec, out, resume, overrides)
+    except _Finished as done:  # re-running a finished job script is not an error
+        say(f"note: {done}")
+        final = ckpt_io.load(out / "checkpoint.pt", spec.name)
+        return TrainResult(out / "checkpoint.pt", final["best_epoch"], final.get("test_accuracy"), final["history"])
     if cfg.batch_size % workers.world:
-        raise EdgeclsError(
+        raise UsageError(
             f"--batch-size {cfg.batch_size} is the global batch and must split evenly over "
             f"{workers.world} processes; pick a multiple of {workers.world}"
         )
     init_path = run_dir(artifacts, cfg.init_from) / "checkpoint.pt" if cfg.init_from and state is None else None
     if init_path is not None and not init_path.is_file():
-        raise EdgeclsError(
+        raise UsageError(
             f"{spec.name} starts from the trained {cfg.init_from} model, but there is no checkpoint "
             f"at {init_path}; run `edgecls train --model {cfg.init_from}` first (same --artifacts)"
         )
-    if workers.writer:
-        ensure_writable_dir(out)
-
     full_train = load_for_spec(spec, "train", data_dir)
     test = load_for_spec(spec, "test", data_dir)
+    if workers.writer:  # only once the data is there: a run that cannot start leaves no empty folder
+        ensure_writable_dir(out)
     train_idx, val_idx = split_indices(len(full_train), cfg)
     train_set, val_set = full_train.subset(train_idx), full_train.subset(val_idx)
     say(
@@ -284,19 +288,23 @@ def _config(spec: ModelSpec, out: Path, resume: bool, overrides: dict[str, Any])
     cfg = TrainConfig(**state["config"])
     changed = [k for k in FIXED_ON_RESUME if overrides.get(k) is not None and overrides[k] != getattr(cfg, k)]
     if changed:
-        raise EdgeclsError(
+        raise UsageError(
             f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed)} "
             f"when resuming; start a new run without --resume instead"
         )
     if overrides.get("epochs") is not None:
         cfg.epochs = overrides["epochs"]
     if state["epoch"] >= cfg.epochs:
-        raise EdgeclsError(
-            f"{out / 'resume.pt'} has finished all {state['epoch']} epochs; "
-            f"pass --epochs N with N > {state['epoch']} to train further"
+        raise _Finished(
+            f"{out / 'resume.pt'} has finished all {state['epoch']} epochs: nothing to resume "
+            f"(pass --epochs N with N > {state['epoch']} to train further)"
         )
     cfg.check()
     return cfg, state
+
+
+class _Finished(Exception):
+    """--resume of a run that has done all its epochs: nothing to do."""
 
 
 def _initial_model(run: _Run, init_path: Path | None) -> nn.Module:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import edgecls
 from edgecls import asgi
-from edgecls.errors import EdgeclsError
+from edgecls.errors import UsageError
 from edgecls.fileio import atomic_path
 from edgecls.metadata import ModelInfo, read_props
 
@@ -42,7 +42,7 @@ TYPES = {
 def ort_files() -> dict[str, Path]:
     """onnxruntime-web's browser files (from `npm ci --prefix web`)."""
     if not (ORT_DIST / "ort.all.min.js").is_file():
-        raise EdgeclsError(
+        raise UsageError(
             f"onnxruntime-web is not installed in {ORT_DIST.parent}; run `npm ci --prefix web` "
             "(part of scripts/setup.sh)"
         )
@@ -70,9 +70,9 @@ def build_site(out_dir: str | Path, sources: dict[str, Path]) -> Path:
     """Write the page, onnxruntime-web and the models into a new folder (renamed into place when complete)."""
     out = Path(out_dir)
     if out.exists():
-        raise EdgeclsError(f"--out {out} already exists; name a new folder")
+        raise UsageError(f"--out {out} already exists; name a new folder")
     if not out.parent.is_dir():
-        raise EdgeclsError(f"--out {out}: folder {out.parent} does not exist")
+        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
     table, models_json = site_table(sources)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
