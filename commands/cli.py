@@ -170,13 +170,15 @@ def main():
 @main.command("models")
 @cli_errors()
 def models_cmd():
-    """List the model zoo: dataset, input shape, classes and parameter count."""
+    """List the model zoo: dataset, input shape, classes, parameter count, and the model file each uses."""
+    from edgecls.locations import model_origin
     from edgecls.registry import all_specs
 
-    rows = [("name", "dataset", "input", "classes", "params", "architecture")]
+    rows = [("name", "dataset", "input", "classes", "params", "architecture", "model file (infer --model)")]
     for spec in all_specs():  # the registry's own figures: listing the zoo never imports torch
         shape = "x".join(map(str, spec.input_shape))
-        rows.append((spec.name, spec.dataset, shape, str(spec.num_classes), f"{spec.params:,}", spec.summary))
+        rows.append((spec.name, spec.dataset, shape, str(spec.num_classes), f"{spec.params:,}", spec.summary,
+                     model_origin(spec.name)))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -4,6 +4,7 @@ model card, which marks a folder that train and export refuse to write into."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import UsageError
@@ -14,9 +15,27 @@ MODEL_CARD = "model_card.json"
 
 
 def shipped_root() -> Path:
-    """The repository's artifacts/ (an editable install or a checkout); else ./artifacts."""
-    repo = Path(__file__).resolve().parents[1] / "artifacts"
-    return repo if repo.is_dir() else Path("artifacts")
+    """Where the trained models that ship with edgecls are: $EDGECLS_MODELS when set (other trained
+    models, laid out the same way), else the installed package's own (a wheel carries them), else the
+    repository's artifacts/ (a checkout or an editable install), else ./artifacts."""
+    if os.environ.get("EDGECLS_MODELS"):
+        return Path(os.environ["EDGECLS_MODELS"])
+    here = Path(__file__).resolve().parent
+    for root in (here / "artifacts", here.parent / "artifacts"):
+        if root.is_dir() and any(root.glob("*/model.onnx")):
+            return root
+    return Path("artifacts")
+
+
+def model_origin(name: str) -> str:
+    """Where `edgecls infer --model NAME` takes its file from, in words (`edgecls models`)."""
+    own = Path(RUNS) / name / "model.onnx"
+    if own.is_file():
+        return f"your export ({own})"
+    shipped = shipped_onnx(name)
+    if not shipped.is_file():
+        return "none: train and export it"
+    return f"{'$EDGECLS_MODELS' if os.environ.get('EDGECLS_MODELS') else 'shipped'} ({shipped})"
 
 
 def shipped_names() -> list[str]:

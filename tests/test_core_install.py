@@ -19,6 +19,7 @@ import pytest
 import tritonclient.http as tc
 from conftest import REPO
 from serving import free_port, model_inputs, multipart, request
+from test_shipped import SHIPPED
 
 from edgecls.commands.samples import sample_files
 from edgecls.locations import shipped_onnx
@@ -98,6 +99,35 @@ def test_infer_works_and_equals_the_full_install(core_venv, tmp_path):
     core, full = json.loads(done.stdout), json.loads(out.read_text())
     assert [r["file"] for r in core] == [str(f.relative_to(REPO)) for f in files]
     assert [r["top_k"] for r in core] == [r["top_k"] for r in full]
+
+
+def test_the_wheel_carries_the_shipped_models_to_any_folder(core_venv, tmp_path):
+    """Installed from the wheel and run from a folder that is not the checkout: `--model NAME` finds every
+    shipped model inside the package and answers like the checkout; `edgecls models` says so, and
+    $EDGECLS_MODELS points it at other trained models."""
+    from edgecls.commands.samples import DATASET_FOLDERS
+    from edgecls.registry import get_spec
+
+    away = tmp_path / "elsewhere"
+    away.mkdir()
+    for name in SHIPPED:
+        folder = REPO / "samples" / DATASET_FOLDERS[get_spec(name).dataset]
+        done = subprocess.run([core_venv["edgecls"], "infer", str(folder), "--model", name, "--format", "jsonl",
+                               "--top-k", "2"], cwd=away, env=_env(), capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, (name, done.stderr)
+        assert "site-packages" in done.stderr.splitlines()[-1]  # the summary names the model file it used
+        ours = tmp_path / f"{name}.jsonl"
+        infer([str(folder)], str(shipped_onnx(name)), "cpu", top_k=2, fmt="jsonl", output=str(ours))
+        got = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [r["top_k"] for r in got] == [json.loads(line)["top_k"] for line in ours.read_text().splitlines()]
+    listing = subprocess.run([core_venv["edgecls"], "models"], cwd=away, env=_env(), capture_output=True, text=True)
+    assert listing.stdout.count("shipped (") == len(SHIPPED) and "site-packages" in listing.stdout
+    other = tmp_path / "mine"
+    shutil.copytree(REPO / "artifacts" / "gru", other / "gru")
+    env = {**_env(), "EDGECLS_MODELS": str(other)}
+    listing = subprocess.run([core_venv["edgecls"], "models"], cwd=away, env=env, capture_output=True, text=True)
+    assert f"$EDGECLS_MODELS ({other / 'gru' / 'model.onnx'})" in listing.stdout
+    assert "none: train and export it" in listing.stdout  # cnn and the rest are not in that folder
 
 
 @pytest.mark.parametrize(
