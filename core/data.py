@@ -7,6 +7,7 @@ training, evaluation and the runtime parity tests apply one and the same preproc
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -20,7 +21,10 @@ import torch
 from .errors import UsageError
 from .registry import CIFAR10_CLASSES, ModelSpec, Preprocess
 
-DEBIAN_DATASETS = Path("/usr/share/datasets")
+DEBIAN_DATASETS = Path("/usr/share/datasets")  # Debian's dataset packages (dataset-fashion-mnist)
+# A checkout laid out beside a shared data folder (../shared/datasets, as CI lays it out): looked in after
+# --data-dir when $EDGECLS_DATA is not set, so the main job and the tests find the same data with nothing set.
+SHARED_SIBLING = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -228,6 +232,8 @@ def search_roots(data_dir: str | os.PathLike | None) -> list[Path]:
         roots.append(Path(data_dir))
     if os.environ.get("EDGECLS_DATA"):
         roots.append(Path(os.environ["EDGECLS_DATA"]))
+    elif SHARED_SIBLING.is_dir():  # $EDGECLS_DATA, when set, names the data (the fast tests set an empty one)
+        roots.append(SHARED_SIBLING)
     roots += [DEBIAN_DATASETS, cache_dir()]
     return roots
 
@@ -247,6 +253,7 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     target = Path(data_dir) if data_dir else cache_dir()
     reason = "downloads are off"
     if download and os.environ.get("EDGECLS_NO_DOWNLOAD") != "1":
+        made = [p for p in (target, *target.parents) if not p.exists()]  # removed again if nothing arrives
         try:
             target.mkdir(parents=True, exist_ok=True)
             info.download(target)
@@ -257,6 +264,9 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
             reason = "the download left no readable files"
         except Exception as exc:  # network errors come in many types; all mean "not available"
             reason = f"download failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
+        for folder in made:  # a failed download leaves no empty folders behind (deepest first)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     looked = ", ".join(str(r) for r in roots)
     raise UsageError(
         f"{info.title} not found (looked in {looked}; {reason}). Provide it with --data-dir DIR, "

@@ -13,6 +13,25 @@ if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch" 2>/dev/
     exit 1
   fi
 fi
+# Fashion-MNIST, which the main job trains gru on: where it is in none of the places edgecls looks
+# ($EDGECLS_DATA, ../shared/datasets, Debian's /usr/share/datasets, the user cache) and apt-get can run,
+# install Debian's dataset-fashion-mnist (the package registries are reachable where the internet is not).
+fashion_here() {
+  local d
+  for d in "${EDGECLS_DATA:-}" "$root/../shared/datasets" /usr/share/datasets "${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/edgecls/data"; do
+    [ -n "$d" ] && { [ -d "$d/FashionMNIST" ] || [ -d "$d/fashion-mnist" ]; } && return 0
+  done
+  return 1
+}
+if ! fashion_here; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "set-up: Fashion-MNIST not found; installing Debian's dataset-fashion-mnist" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
+      || echo "note: apt-get could not install dataset-fashion-mnist; the main job needs Fashion-MNIST: set EDGECLS_DATA to a torchvision data root (README, Data)" >&2
+  else
+    echo "note: Fashion-MNIST not found; the main job trains on it: sudo apt-get install dataset-fashion-mnist, or set EDGECLS_DATA (README, Data)" >&2
+  fi
+fi
 # Set-up done before from the same pyproject.toml and web/package-lock.json is not done again (the test
 # commands run this script first, every time).
 stamp="$venv/.edgecls-setup"

@@ -94,8 +94,11 @@ def test_user_tree_with_other_classes_is_refused(tmp_path):
 
 
 def test_missing_data_names_every_way_to_provide_it(tmp_path, monkeypatch):
+    import edgecls.data
+
     monkeypatch.delenv("EDGECLS_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(edgecls.data, "SHARED_SIBLING", tmp_path / "no-shared")
     with pytest.raises(EdgeclsError) as err:
         load_split("emnist-bymerge", "train", data_dir=tmp_path, download=False)
     msg = str(err.value)
@@ -144,3 +147,35 @@ def test_without_shared_data_the_tests_use_the_cli_locator(data_root, tmp_path, 
     monkeypatch.setenv("EDGECLS_NO_DOWNLOAD", "1")
     with pytest.raises(EdgeclsError, match="not found .*downloads are off"):
         find_test_data(shared=tmp_path / "no-shared")
+
+
+def test_a_failed_download_leaves_no_empty_folder(tmp_path, monkeypatch):
+    import edgecls.data
+
+    def offline(target):
+        raise OSError("network unreachable")
+
+    monkeypatch.delenv("EDGECLS_DATA", raising=False)
+    monkeypatch.delenv("EDGECLS_NO_DOWNLOAD", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(edgecls.data, "SHARED_SIBLING", tmp_path / "no-shared")
+    import dataclasses
+
+    info = dataclasses.replace(edgecls.data.DATASETS["fashion-mnist"], download=offline)
+    monkeypatch.setitem(edgecls.data.DATASETS, "fashion-mnist", info)
+    with pytest.raises(EdgeclsError, match="download failed: network unreachable"):
+        load_split("fashion-mnist", "train")
+    assert list(tmp_path.iterdir()) == []  # not even the cache folder
+
+
+def test_a_sibling_shared_data_folder_is_looked_in_when_no_data_is_named(tmp_path, monkeypatch):
+    import edgecls.data
+
+    shared = tmp_path / "shared" / "datasets"
+    shared.mkdir(parents=True)
+    monkeypatch.setattr(edgecls.data, "SHARED_SIBLING", shared)
+    monkeypatch.delenv("EDGECLS_DATA", raising=False)
+    roots = edgecls.data.search_roots(tmp_path / "given")
+    assert roots[:3] == [tmp_path / "given", shared, edgecls.data.DEBIAN_DATASETS]
+    monkeypatch.setenv("EDGECLS_DATA", str(tmp_path / "mine"))  # set, it names the data: no sibling
+    assert edgecls.data.search_roots(None)[:2] == [tmp_path / "mine", edgecls.data.DEBIAN_DATASETS]
