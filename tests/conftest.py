@@ -39,16 +39,15 @@ def cuda_device_present() -> bool:
 needs_gpu = pytest.mark.skipif(not cuda_device_present(), reason="no CUDA device on this machine")
 
 
-SHARED = REPO.parent / "shared" / "datasets"
-
-
-def find_test_data(shared: Path = SHARED) -> Path | None:
-    """Where the tests read the real data sets from: $EDGECLS_DATA, else `shared` (../shared/datasets beside
-    the checkout), else (None) wherever the CLI's own locator finds or fetches each one: Debian's
-    /usr/share/datasets, the user cache, then a torchvision download into the cache. Raises the
-    locator's one-line EdgeclsError when a data set is nowhere."""
-    from edgecls.data import DATASETS, load_split
+def find_test_data(shared: Path | None = None) -> Path | None:
+    """Where the tests read the real data sets from, by the CLI's own lookup: $EDGECLS_DATA, else `shared`
+    (edgecls.data.SHARED_SIBLING: ../shared/datasets beside the checkout), else (None) wherever the locator
+    finds or fetches each one: Debian's /usr/share/datasets, the user cache, then a torchvision download
+    into the cache. Raises the locator's one-line EdgeclsError when a data set is nowhere."""
+    from edgecls.data import DATASETS, SHARED_SIBLING, load_split
     from edgecls.errors import EdgeclsError
+
+    shared = SHARED_SIBLING if shared is None else shared
 
     root = Path(os.environ["EDGECLS_DATA"]) if os.environ.get("EDGECLS_DATA") else shared if shared.is_dir() else None
     if root is not None:

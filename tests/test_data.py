@@ -140,13 +140,14 @@ def test_without_shared_data_the_tests_use_the_cli_locator(data_root, tmp_path, 
     monkeypatch.delenv("EDGECLS_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr("edgecls.data.DEBIAN_DATASETS", tmp_path / "no-debian")
-    assert find_test_data(shared=tmp_path / "no-shared") is None
+    monkeypatch.setattr("edgecls.data.SHARED_SIBLING", tmp_path / "no-shared")
+    assert find_test_data() is None
     assert str(cache) in load_split("emnist-bymerge", "test").source
     for name in ("FashionMNIST", "EMNIST", "CIFAR10-images"):
         (cache / name).unlink()
     monkeypatch.setenv("EDGECLS_NO_DOWNLOAD", "1")
     with pytest.raises(EdgeclsError, match="not found .*downloads are off"):
-        find_test_data(shared=tmp_path / "no-shared")
+        find_test_data()
 
 
 def test_a_failed_download_leaves_no_empty_folder(tmp_path, monkeypatch):
