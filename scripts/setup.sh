@@ -41,12 +41,15 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "
     && { ! command -v npm >/dev/null || [ -f "$root/web/node_modules/onnxruntime-web/package.json" ]; }; then
   exit 0
 fi
+echo "set-up [1/3]: Python environment in $venv" >&2
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[train,test,ray]" 2>&1 \
-  | grep -v "^WARNING: Location .* is ignored" || true
+echo "set-up [2/3]: pip install -e '.[train,test,ray]' (a first install takes minutes: torch's CUDA build is most of it)" >&2
+"$venv/bin/python" -m pip install --progress-bar on --disable-pip-version-check -e "$root[train,test,ray]" 2>&1 \
+  | grep -v -e "^WARNING: Location .* is ignored" -e "^Requirement already satisfied" >&2 || true
 "$venv/bin/python" -c "$check" || { echo "set-up failed" >&2; exit 1; }
 # The browser page's onnxruntime-web, pinned by web/package-lock.json (npm's registry is reachable where PyPI is).
 if command -v npm >/dev/null; then
+  echo "set-up [3/3]: npm ci --prefix web (onnxruntime-web for the browser page)" >&2
   npm ci --prefix "$root/web" --no-audit --no-fund --silent || { echo "set-up failed: npm ci --prefix web" >&2; exit 1; }
 else
   echo "note: npm not found; the browser page (edgecls web) needs it: install npm, then npm ci --prefix web" >&2

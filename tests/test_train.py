@@ -277,3 +277,14 @@ def test_is_better_breaks_accuracy_ties_by_loss():
     assert not is_better({"val_loss": 0.31, "val_acc": 0.90}, best, "val_acc")
     # a resume state written before --select existed has no val_acc in its best: any accuracy beats it
     assert is_better({"val_loss": 0.5, "val_acc": 0.1}, {"val_loss": 0.3, "epoch": 2}, "val_acc")
+
+
+def test_without_a_terminal_training_says_its_progress_inside_an_epoch(cli, tmp_path, monkeypatch):
+    """No bar can be drawn into a log file: lines with the batch, img/s and the time left come instead."""
+    import edgecls.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "PROGRESS_EVERY_S", 0.0)
+    result = cli("train", "--model", "gru", "--epochs", "1", "--limit", "600", "--artifacts", tmp_path)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("  epoch 1/1: batch ")]
+    assert lines and all("img/s" in line and "s left in this epoch" in line for line in lines)
