@@ -371,6 +371,12 @@ provider_option = choice_option(
 )
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads [one per core].")
 @click.option(
+    "--strict-input",
+    is_flag=True,
+    help="Stop (exit 2) at the first image that does not fit the model: colour for a grey model, grey for a "
+    "colour one, or a size far from its input [default: warn once and go on].",
+)
+@click.option(
     "--artifacts",
     type=click.Path(),
     default=None,
@@ -415,6 +421,7 @@ def infer_cmd(
     engine,
     actors,
     cpus_per_actor,
+    strict_input,
 ):
     """Classify image files and folders (recursed) with ONNX Runtime only."""
     from edgecls.locations import find_onnx
@@ -426,6 +433,8 @@ def infer_cmd(
     if model is not None:
         get_spec(model)
         onnx_file = str(find_onnx(model, artifacts))
+    if engine == "ray" and strict_input:
+        raise UsageError("--strict-input is for the local engine; --engine ray classifies every file as it is")
     if engine == "ray":
         code = _infer_ray(
             paths,
@@ -457,6 +466,7 @@ def infer_cmd(
             workers=workers,
             draft=draft,
             resume=resume,
+            strict_input=strict_input,
         )
     sys.exit(code)
 
@@ -617,27 +627,19 @@ def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_d
     "--max-body-mb", type=float, default=16.0, show_default=True, help="Largest request body accepted (413 above)."
 )
 @click.option("--artifacts", type=click.Path(), default=None, help="Take --model files from <artifacts>/<NAME>/.")
+@click.option(
+    "--strict-input",
+    is_flag=True,
+    help="Refuse (400) classify uploads that do not fit the model (colour for a grey model, grey for a colour "
+    "one, a size far from its input) [default: answer, and log a warning once].",
+)
 @cli_errors(nothing_run=True, log_to_stderr=True, interrupted=None)
-def serve_cmd(
-    models, onnx_files, host, port, provider, threads, max_batch, max_delay_ms, dynamic_batching, max_body_mb, artifacts
-):
+def serve_cmd(models, onnx_files, **options):
     """Serve models over HTTP with the KServe v2 protocol that Triton speaks (tritonclient works, JSON and
     binary tensors), plus POST /v2/models/<name>/classify for image files."""
     from edgecls.serve import serve
 
-    serve(
-        list(models),
-        list(onnx_files),
-        host,
-        port,
-        provider,
-        threads,
-        max_batch,
-        max_delay_ms,
-        dynamic_batching,
-        max_body_mb,
-        artifacts,
-    )
+    serve(list(models), list(onnx_files), **options)  # the options are named as serve's keywords
 
 
 @main.command(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import functools
 import io
 import json
 import os
@@ -89,17 +90,26 @@ def stream_predictions(
     workers: int | None = 0,
     warn=lambda msg: print(msg, file=sys.stderr),
     on_choice=lambda workers: None,
+    strict_input: bool = False,
 ) -> Iterator[list[Prediction]]:
     """Predictions batch by batch, in input order. With `workers` > 0 (and enough files), that many
     processes decode up to PREFETCH batches ahead while ONNX Runtime runs the current one; with 0 this
     thread decodes. None (auto) times this thread decoding the first batch, then starts
     default_workers() processes only if `pool_pays`; `on_choice` hears the worker count used (0: none). At most
-    PREFETCH + 1 batches of pixels are held, whatever the number of files."""
+    PREFETCH + 1 batches of pixels are held, whatever the number of files. An image that does not fit the
+    model (fit_note) is warned about once; with `strict_input` it stops the run (UsageError)."""
     chunks = (files[i : i + batch_size] for i in range(0, len(files), batch_size))
+    unfit = []
 
     def predict(chunk: list[Path], decoded: list) -> list[Prediction]:
         preds, arrays, ok = [], [], []
-        for f, d in zip(chunk, decoded):
+        for f, (d, note) in zip(chunk, decoded):
+            if note is not None and not unfit:
+                unfit.append(f)
+                if strict_input:
+                    raise UsageError(f"{f} does not fit the model: {note} (--strict-input)")
+                warn(f"warning: {f} is {note}: answers for such images mean little (said once; "
+                     "--strict-input makes it an error)")  # fmt: skip
             if isinstance(d, str):  # the reason it is not a usable image
                 warn(f"skipped {f}: {d}")
                 preds.append(Prediction(str(f), error=str(d)))
@@ -112,8 +122,8 @@ def stream_predictions(
                 pred.top = top
         return preds
 
-    # one picklable job, run here or in a worker process: list of paths -> decoded images or reasons
-    job = classifier.preprocess.decode
+    # one picklable job, run here or in a worker process: list of paths -> (decoded image or reason, fit note)
+    job = functools.partial(classifier.preprocess.decode, with_fit=True)
 
     if workers is None:
         first = next(chunks, None)
@@ -265,6 +275,7 @@ def infer(
     workers: int | None = None,
     draft: bool = True,
     resume: bool = False,
+    strict_input: bool = False,
 ) -> int:
     """Classify `paths`; returns the exit code: 0 all classified, 1 some files skipped.
 
@@ -330,6 +341,7 @@ def infer(
             workers,
             warn=lambda m: print(m, file=err),
             on_choice=decoding.append,
+            strict_input=strict_input,
         ):
             writer.write(batch)
             count += len(batch)

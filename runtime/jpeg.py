@@ -37,6 +37,12 @@ def draft_scale(width: int, height: int, draft: tuple[int, int] | None) -> int:
     return next((s for s in (8, 4, 2) if fits >= s), 1)
 
 
+def header(data: bytes) -> tuple[int, int, str]:
+    """(height, width, colour space) of a JPEG that decode() took."""
+    height, width, space, _ = simplejpeg.decode_jpeg_header(data)
+    return height, width, space
+
+
 def decode(data: bytes, mode: str, draft: tuple[int, int] | None = None) -> np.ndarray | None:
     """uint8 H x W (mode "L") or H x W x 3 ("RGB"), or None where Pillow must decode the file."""
     if simplejpeg is None or data[:3] != SOI or mode not in _SPACES:

@@ -28,16 +28,21 @@ class ImageError(Exception):
     """A file that is not a readable image; infer reports it and goes on with the others."""
 
 
-def load_image(source: str | BinaryIO, strict_size: bool = False, draft: tuple[int, int] | None = None) -> Image.Image:
+def load_image(
+    source: str | BinaryIO, strict_size: bool = False, draft: tuple[int, int] | None = None, seen: list | None = None
+) -> Image.Image:
     """Decode a file path or a binary file object. `strict_size` (the server) refuses anything over
     Pillow's MAX_IMAGE_PIXELS, where Pillow itself only warns up to twice that. `draft` (w, h): a JPEG
     at least twice that size decodes at 1/2, 1/4 or 1/8 scale, never below it (libjpeg's DCT scaling:
-    a 4000x3000 photo for a 32x32 model decodes as 500x375, several times faster)."""
+    a 4000x3000 photo for a 32x32 model decodes as 500x375, several times faster). `seen`: the file's
+    own mode and size (before any reduction) are appended to it, for fit_note."""
     try:
         with warnings.catch_warnings():
             if strict_size:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
+                if seen is not None:
+                    seen.append((im.mode, im.size))
                 if draft is not None and im.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with extras
                     im.draft(im.mode, draft)
                 im.load()
@@ -47,6 +52,33 @@ def load_image(source: str | BinaryIO, strict_size: bool = False, draft: tuple[i
     except Exception as exc:  # Pillow raises many types for bad files
         kind = "not an image" if "cannot identify" in str(exc) else f"unreadable image ({str(exc)[:120]})"
         raise ImageError(kind) from None
+
+
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def _colourful(im: Image.Image) -> bool:
+    """Does the image hold colour (not only its mode: a grey picture saved as RGB is grey)?"""
+    thumb = np.asarray(im.convert("RGB").resize((16, 16)), dtype=np.int16)
+    return bool((thumb.max(axis=2) - thumb.min(axis=2) > 24).mean() > 0.02)
+
+
+def fit_note(colourful: bool, size: tuple[int, int], info: ModelInfo) -> str | None:
+    """Why an image does not fit the model, or None: colour into a grey model, grey into a colour one,
+    or a size far from the input (under half of it, or another shape by more than 2x; larger images
+    are only downscaled, as a photo for a 32x32 model is)."""
+    c, h, w = info.input_shape
+    grey_model = info.color_mode == "L"
+    if colourful and grey_model:
+        return f"a colour image, but {info.model} takes grey {w}x{h} images"
+    if not colourful and not grey_model:
+        return f"a grey image, but {info.model} takes colour {w}x{h} images"
+    width, height = size
+    if width < w / 2 or height < h / 2:
+        return f"{width}x{height} pixels, under half of {info.model}'s {w}x{h} input"
+    if max(width / height, height / width) > 2 * max(w / h, h / w):
+        return f"{width}x{height} pixels, far from the shape of {info.model}'s {w}x{h} input"
+    return None
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -95,9 +127,11 @@ def file_to_uint8(
     draft: tuple[int, int] | None = None,
     strict_size: bool = False,
     fast_jpeg: bool = True,
+    fit: list | None = None,
 ) -> np.ndarray:
     """An image file -> uint8 [C, H, W]: JPEGs through libjpeg-turbo directly where that gives
-    Pillow's pixels (jpeg.py), everything else through load_image. Raises ImageError."""
+    Pillow's pixels (jpeg.py), everything else through load_image. Raises ImageError. `fit`: gets the
+    file's fit_note (None where it fits) appended."""
     if fast_jpeg and jpeg.available():
         try:
             if hasattr(source, "read"):
@@ -111,10 +145,20 @@ def file_to_uint8(
         else:
             pixels = jpeg.decode(data, info.color_mode, draft)
             if pixels is not None:
+                if fit is not None:  # this path takes colour files only for a colour model (jpeg.py)
+                    height, width, space = jpeg.header(data)
+                    fit.append(fit_note(space != "Gray", (width, height), info))
                 return image_to_uint8(pixels, info)
             if hasattr(source, "read"):
                 source = io.BytesIO(data)  # Pillow decodes the bytes already read
-    return image_to_uint8(load_image(str(source) if isinstance(source, Path) else source, strict_size, draft), info)
+    seen: list = []
+    image = load_image(str(source) if isinstance(source, Path) else source, strict_size, draft, seen)
+    if fit is not None:
+        mode, size = seen[0]
+        # the pixels are looked at only for a colour-mode file meant for a grey model (grey saved as RGB is fine)
+        colourful = mode not in GREY_MODES and (info.color_mode == "RGB" or _colourful(image))
+        fit.append(fit_note(colourful, size, info))
+    return image_to_uint8(image, info)
 
 
 def normalize(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
@@ -154,15 +198,19 @@ class Preprocessor:
             image = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image)
         return image_to_uint8(image, self.info)
 
-    def decode(self, sources: list, strict_size: bool = False) -> list:
+    def decode(self, sources: list, strict_size: bool = False, with_fit: bool = False) -> list:
         """Per file (a path, or the bytes of an upload): uint8 [C, H, W], or the reason (str) it is not a
-        usable image."""
+        usable image. `with_fit`: per file (that, fit_note or None) instead."""
         out = []
         for source in sources:
+            fit: list = []
             try:
-                out.append(self.to_uint8(io.BytesIO(source) if isinstance(source, bytes) else source, strict_size))
+                file = io.BytesIO(source) if isinstance(source, bytes) else source
+                out.append(file_to_uint8(file, self.info, self.draft, strict_size, self.fast_jpeg, fit))
             except ImageError as exc:
                 out.append(str(exc))
+            if with_fit:
+                out[-1] = (out[-1], fit[0] if fit else None)
         return out
 
     def normalize(self, batch: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import re
 import zlib
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from .batcher import Batcher
 from .protocol import HEADER_LENGTH, MODEL_VERSION, ProtocolError, encode_infer_response, model_metadata, parse_infer
 from .triton import model_config
 
+log = logging.getLogger(__name__)
 MAX_FILES = 256  # images in one classify request
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
@@ -88,6 +91,7 @@ def create_app(
     max_delay_ms: float = 0.0,
     dynamic_batching: bool = True,
     max_body_mb: float = 16.0,
+    strict_input: bool = False,
 ) -> Stack:
     """The ASGI application; `.state.models` holds each served model with its batcher."""
     limit = int(max_body_mb * 2**20)
@@ -123,7 +127,7 @@ def create_app(
     )
     stack.state.models = models
     _add_kserve_routes(stack.app, models, state)
-    _add_classify_route(stack.app, models, max_batch)
+    _add_classify_route(stack.app, models, max_batch, strict_input)
     return stack
 
 
@@ -184,7 +188,9 @@ def _add_kserve_routes(app, models: dict[str, ServedModel], state: dict) -> None
         }
 
 
-def _add_classify_route(app, models: dict[str, ServedModel], max_batch: int) -> None:
+def _add_classify_route(app, models: dict[str, ServedModel], max_batch: int, strict_input: bool) -> None:
+    warned: set[str] = set()  # models whose unfit uploads were logged: once each
+
     @app.post("/v2/models/{name}/classify")
     async def classify(name: str, request: Request, top_k: int = 1):
         """Image files (multipart/form-data, any field name) -> top-k labels and probabilities, with the
@@ -195,10 +201,19 @@ def _add_classify_route(app, models: dict[str, ServedModel], max_batch: int) -> 
         uploads = await _uploads(request)
         loop = asyncio.get_running_loop()
         pre = m.classifier.preprocess
-        decoded = await loop.run_in_executor(None, pre.decode, [data for _, data in uploads], True)
+        fitted = await loop.run_in_executor(None, functools.partial(pre.decode, [d for _, d in uploads], True, True))
+        decoded = [d for d, _ in fitted]
         bad = [f"{fname}: {why}" for (fname, _), why in zip(uploads, decoded) if isinstance(why, str)]
         if bad:
             raise ProtocolError(400, f"{len(bad)} of {len(uploads)} uploads are not usable images: " + "; ".join(bad))
+        unfit = [f"{fname}: {note}" for (fname, _), (_, note) in zip(uploads, fitted) if note]
+        if unfit and strict_input:
+            raise ProtocolError(400, f"{len(unfit)} of {len(uploads)} uploads do not fit {name} (--strict-input): "
+                                + "; ".join(unfit))  # fmt: skip
+        if unfit and name not in warned:
+            warned.add(name)
+            log.warning(f"warning: an upload for {name} does not fit it ({unfit[0]}); answers for such images mean "
+                        "little (said once per model; --strict-input refuses them)")  # fmt: skip
         x = pre.normalize(np.stack(decoded))
         parts = await asyncio.gather(*(m.batcher.submit(x[i : i + max_batch]) for i in range(0, len(x), max_batch)))
         tops = m.classifier.top_k(softmax(np.concatenate(parts)), min(top_k, len(m.classifier.class_names)))

@@ -24,6 +24,7 @@ def serve(
     dynamic_batching: bool = True,
     max_body_mb: float = 16.0,
     artifacts: str | None = None,
+    strict_input: bool = False,
 ) -> None:
     if max_batch < 1:
         raise UsageError(f"--max-batch must be at least 1 (got {max_batch})")
@@ -39,7 +40,7 @@ def serve(
 
     from .app import create_app
 
-    app = create_app(classifiers, max_batch, max_delay_ms, dynamic_batching, max_body_mb)
+    app = create_app(classifiers, max_batch, max_delay_ms, dynamic_batching, max_body_mb, strict_input)
     for reason in dict.fromkeys(c.fallback_reason for c in classifiers.values() if c.fallback_reason):
         log.info(f"provider auto: using CPU (CUDA not available: {reason})")  # once, not once per model
     for name, clf in classifiers.items():

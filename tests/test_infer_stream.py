@@ -267,3 +267,24 @@ def test_resume_of_a_complete_output_is_a_no_op(cli, tmp_path):
     assert out.read_bytes() == before and not Path(f"{out}.partial").exists()
     fewer = linked_folder(tmp_path / "more", 12)  # other inputs: that output is not theirs to skip
     assert_one_line_error(cli("infer", fewer, "--model", "gru", "--format", "jsonl", "--output", out, "--resume"))
+
+
+def test_images_that_do_not_fit_the_model_are_warned_about_once_or_refused(cli, tmp_path):
+    """Colour photos into the grey gru, grey images into the colour cnn: one warning on stderr, exit 0;
+    with --strict-input exit 2 at the first, one Error line. Images that fit say nothing."""
+    fitting = cli("infer", REPO / "samples" / "fashion-mnist", "--model", "gru")
+    assert fitting.exit_code == 0 and "warning" not in fitting.stderr
+    cases = [("cifar10", "gru", "a colour image, but gru takes grey 28x28 images"),
+             ("fashion-mnist", "cnn", "a grey image, but cnn takes colour 32x32 images")]  # fmt: skip
+    for folder, model, note in cases:
+        result = cli("infer", REPO / "samples" / folder, "--model", model)
+        assert result.exit_code == 0, result.output
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and note in warnings[0] and "--strict-input" in warnings[0], result.stderr
+        strict = cli("infer", REPO / "samples" / folder, "--model", model, "--strict-input")
+        assert strict.exit_code == 2
+        assert_one_line_error(strict, note, "--strict-input")
+    tiny = tmp_path / "tiny.png"
+    Image.new("L", (8, 8)).save(tiny)
+    result = cli("infer", tiny, "--model", "gru")
+    assert "8x8 pixels, under half of gru's 28x28 input" in result.stderr

@@ -542,3 +542,21 @@ def test_serve_says_the_provider_fallback_once_and_stops_on_sigterm():
     assert len(serving) == len(SHIPPED), err
     assert err.count("CUDA not available") == (0 if cuda_device_present() else 1), err
     assert proc.returncode is not None
+
+
+def test_uploads_that_do_not_fit_the_model_are_answered_with_one_warning_or_refused(classifiers, caplog):
+    """Colour CIFAR-10 photos sent to the grey gru: answered, with one warning in the server's log; with
+    --strict-input a 400 that names the file."""
+    colour = sample_files("cifar10")[:2]
+    body, kind = multipart([(f.name, f.read_bytes()) for f in colour])
+    for strict in (False, True):
+        app = create_app({"gru": classifiers["gru"]}, strict_input=strict)
+        with running(app) as url, caplog.at_level("WARNING", logger="edgecls.serve"):
+            answers = [request(url, "POST", "/v2/models/gru/classify", body, {"Content-Type": kind}) for _ in range(2)]
+        if strict:
+            assert all(a[0] == 400 for a in answers)
+            assert colour[0].name in error_of(answers[0]) and "--strict-input" in error_of(answers[0])
+        else:
+            assert all(a[0] == 200 for a in answers)
+            said = [r.getMessage() for r in caplog.records if "does not fit" in r.getMessage()]
+            assert len(said) == 1 and "a colour image, but gru takes grey 28x28 images" in said[0], said
