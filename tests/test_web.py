@@ -17,7 +17,7 @@ from PIL import Image
 from serving import free_port
 
 from edgecls.asgi import wait_until_up
-from edgecls.commands.samples import sample_files
+from edgecls.commands.samples import label_of, sample_files
 from edgecls.locations import shipped_names, shipped_onnx
 from edgecls.registry import get_spec
 from edgecls.runtime import Classifier
@@ -70,6 +70,9 @@ def test_isolation_headers_and_nothing_outside_the_table(site):
     assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
     assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
     assert fetch(site + "models/gru.onnx")[2] == shipped_onnx("gru").read_bytes()
+    for icon in ("favicon.svg", "favicon.ico"):  # no 404 in the browser's console
+        status, headers, body = fetch(site + icon)
+        assert status == 200 and headers["Content-Type"] == "image/svg+xml" and body.startswith(b"<svg")
     for bad in (
         "../pyproject.toml",
         "%2e%2e/pyproject.toml",
@@ -127,6 +130,13 @@ def test_every_shipped_model_in_chromium_answers_like_infer(site, tmp_path):
             classifier = Classifier(shipped_onnx(name), "cpu", 1)
             labels, _ = classifier.predict(files)
             assert [r["top"][0][0] for r in same] == labels, name
+            # the file names carry the true label: each row is marked right or wrong, as the labels say
+            spec = get_spec(name)
+            truth = [spec.class_names[label_of(f, spec.class_names, spec.target)] for f in files]
+            if spec.target is None:
+                assert [r["correct"] for r in same] == [a == b for a, b in zip(labels, truth)], name
+                marks = page.locator("#results td.right, #results td.wrong").count()
+                assert marks == len(files) + len(resized), name
             logits = classifier.run(classifier_inputs(classifier, files))
             diff = float(np.abs(np.asarray([r["logits"] for r in same]) - logits).max())
             assert diff <= 1e-4, (name, diff)
@@ -140,6 +150,15 @@ def test_every_shipped_model_in_chromium_answers_like_infer(site, tmp_path):
                 f"agreement {100 * agree:.0f} %; browser median {ms:.2f} ms/img in the page, "
                 f"{run_ms:.2f} ms in session.run, backend {same[0]['backend']}"
             )
+        notes = tmp_path / "notes.txt"  # not an image: a plain sentence in the row, no raw exception, no broken icon
+        notes.write_text("not a picture")
+        page.evaluate("window.edgecls.results = []; window.edgecls.done = 0")
+        page.set_input_files("#files", [str(notes)])
+        page.wait_for_function("window.edgecls.done === 1", timeout=60_000)
+        assert "error" in page.evaluate("window.edgecls.results")[0]
+        row = page.locator("#results tbody tr").last
+        assert "could not be read as an image" in row.inner_text() and row.locator("img").count() == 0
+        assert "Error" not in row.inner_text() and "DOMException" not in row.inner_text()
         shot = Path(os.environ.get("EDGECLS_WEB_SCREENSHOT", tmp_path / "web.png"))
         page.screenshot(path=str(shot), full_page=False)
         browser.close()

@@ -36,6 +36,7 @@ TYPES = {
     ".wasm": "application/wasm",
     ".json": "application/json",
     ".onnx": "application/octet-stream",
+    ".svg": "image/svg+xml",
 }
 
 
@@ -55,7 +56,8 @@ def ort_files() -> dict[str, Path]:
 
 def site_table(sources: dict[str, Path]) -> tuple[dict[str, Path], bytes]:
     """URL path -> file, and the models.json body (the metadata of every model)."""
-    table = {"/": STATIC / "index.html", "/index.html": STATIC / "index.html", "/app.js": STATIC / "app.js"}
+    table = {"/": STATIC / "index.html", "/index.html": STATIC / "index.html", "/app.js": STATIC / "app.js",
+             "/favicon.svg": STATIC / "favicon.svg", "/favicon.ico": STATIC / "favicon.svg"}  # fmt: skip
     table.update({f"/ort/{name}": path for name, path in ort_files().items()})
     models = []
     for name, path in sources.items():
@@ -77,7 +79,7 @@ def build_site(out_dir: str | Path, sources: dict[str, Path]) -> Path:
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     for url, path in table.items():
-        if url == "/":
+        if url in ("/", "/favicon.ico"):  # the page links favicon.svg; /favicon.ico is for servers' sake
             continue
         target = partial / url.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
