@@ -138,7 +138,7 @@ register(ModelSpec(
     builder_kwargs={"cell": "gru", "hidden": 128, "layers": 2, "dropout": 0.2},
     preprocess=GRAY_FASHION, class_names=FASHION_MNIST_CLASSES,
     # Validation loss flattens from about epoch 11 while validation accuracy rises to epoch 16-18
-    # (3 runs, README "Scale-out"): keep the most accurate epoch, not the least confident. Label
+    # (3 runs, docs/guide/results.md "Scale-out"): keep the most accurate epoch, not the least confident. Label
     # smoothing 0.1 with weight decay 0.05 reached the best validation accuracy of the recipes tried.
     hparams={"epochs": 20, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "label_smoothing": 0.1,
              "augment": ["hflip"], "grad_clip": 1.0, "select": "val_acc"},

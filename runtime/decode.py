@@ -1,6 +1,6 @@
 """Decoding image files into model input off the main process.
 
-Measured on 2 cores with the 10,000 CIFAR-10 test JPEGs (README): with Pillow, decoding a 32x32 JPEG
+Measured on 2 cores with the 10,000 CIFAR-10 test JPEGs (docs/guide/results.md): with Pillow, decoding a 32x32 JPEG
 was mostly Python-level work under the GIL, so worker threads were slower than decoding inline
 (0.94x), while worker processes gave 1.46x (2 processes) and 1.70x (3). With libjpeg-turbo called
 directly (jpeg.py) such files decode as fast inline as in 2 workers or faster, while 4000x3000 photos

@@ -59,7 +59,7 @@ PREFETCH = 2  # batches decoded ahead of the one ONNX Runtime is running
 POOL_MIN_BATCHES = 4  # fewer batches than this decode inline: starting worker processes costs ~0.5 s
 # --workers auto: the pool must have enough decoding to take over. Below about 1 ms per image (CIFAR-size
 # JPEGs: 0.1 ms) handing files and pixels between processes costs what decoding saves, and under about 1 s
-# of decoding in all the pool's start-up does (README "Streaming infer": measured on both sides).
+# of decoding in all the pool's start-up does (docs/guide/results.md, "Streaming infer": measured on both sides).
 AUTO_MIN_IMAGE_S = 1e-3
 AUTO_MIN_DECODE_S = 1.0
 

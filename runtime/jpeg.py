@@ -1,6 +1,6 @@
 """JPEG files decoded by libjpeg-turbo straight from their bytes (simplejpeg), skipping Pillow's
 Python-level file parsing: on the 10,000 CIFAR-10 test JPEGs a 32x32 file took about 26 us against
-Pillow's 220 us (README, "Streaming infer"). Pillow's wheels carry libjpeg-turbo too, with the same
+Pillow's 220 us (docs/guide/results.md, "Streaming infer"). Pillow's wheels carry libjpeg-turbo too, with the same
 default IDCT and upsampling, so the pixels are the same; a test holds both paths to that on every
 CIFAR-10 test JPEG, on grey files and on reduced-scale (draft) decoding.
 

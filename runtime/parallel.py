@@ -4,7 +4,7 @@ its intra-op threads.
 
 Why: the recurrent kernels (ONNX RNN/GRU/LSTM nodes and unrolled steps) are chains of small matrix
 products that one operator's threads barely speed up, while whole rows are independent. Measured
-on 2 cores (README, "Runtime speed"): at batch 64-256, two 1-thread sessions beat one 2-thread
+on 2 cores (docs/guide/results.md): at batch 64-256, two 1-thread sessions beat one 2-thread
 session by 1.4-1.5x for gru, 1.8x for birnn and 1.25x for rnn, and stay within 2 % of it for the
 conv models, which threads well already. Below about 8 rows per session the per-call overhead wins,
 so smaller batches keep the single multi-thread session.

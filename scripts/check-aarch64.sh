@@ -209,4 +209,7 @@ echo
 (cd "$repo" && "$venv/bin/python" scripts/aarch64.py compare "$work/x86.json" "${results[@]}" --artifacts artifacts \
   "${report[@]}") \
   || status=1
+if [ ${#report[@]} -gt 0 ]; then  # the docs' results pages are generated from that JSON
+  "$venv/bin/python" "$repo/scripts/results_pages.py" >/dev/null
+fi
 exit $status

@@ -5,7 +5,7 @@
 #  2. train one model (default gru) on its real data, export it to ONNX (validated against PyTorch) and
 #     evaluate ONNX Runtime against PyTorch on the full test split, all into runs/.
 # Training data: $EDGECLS_DATA, else ../shared/datasets beside the checkout, Debian's /usr/share/datasets (set-up
-# installs dataset-fashion-mnist where none is found and apt-get can run), or a torchvision download (README).
+# installs dataset-fashion-mnist where none is found and apt-get can run), or a torchvision download (docs/guide/data.md).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/scripts/setup.sh"

@@ -27,24 +27,24 @@ if ! fashion_here; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "set-up: Fashion-MNIST not found; installing Debian's dataset-fashion-mnist" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
-      || echo "note: apt-get could not install dataset-fashion-mnist; the main job needs Fashion-MNIST: set EDGECLS_DATA to a torchvision data root (README, Data)" >&2
+      || echo "note: apt-get could not install dataset-fashion-mnist; the main job needs Fashion-MNIST: set EDGECLS_DATA to a torchvision data root (docs/guide/data.md)" >&2
   else
-    echo "note: Fashion-MNIST not found; the main job trains on it: sudo apt-get install dataset-fashion-mnist, or set EDGECLS_DATA (README, Data)" >&2
+    echo "note: Fashion-MNIST not found; the main job trains on it: sudo apt-get install dataset-fashion-mnist, or set EDGECLS_DATA (docs/guide/data.md)" >&2
   fi
 fi
 # Set-up done before from the same pyproject.toml and web/package-lock.json is not done again (the test
 # commands run this script first, every time).
 stamp="$venv/.edgecls-setup"
 want=$(cat "$root/pyproject.toml" "$root/web/package-lock.json" | sha256sum | cut -d' ' -f1)
-check="import edgecls.runtime, torch, onnxruntime, fastapi, tritonclient.http, ray.data"
+check="import edgecls.runtime, torch, onnxruntime, fastapi, tritonclient.http, ray.data, mkdocs"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "$check" 2>/dev/null \
     && { ! command -v npm >/dev/null || [ -f "$root/web/node_modules/onnxruntime-web/package.json" ]; }; then
   exit 0
 fi
 echo "set-up [1/3]: Python environment in $venv" >&2
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-echo "set-up [2/3]: pip install -e '.[train,test,ray]' (a first install takes minutes: torch's CUDA build is most of it)" >&2
-"$venv/bin/python" -m pip install --progress-bar on --disable-pip-version-check -e "$root[train,test,ray]" 2>&1 \
+echo "set-up [2/3]: pip install -e '.[train,test,ray,docs]' (a first install takes minutes: torch's CUDA build is most of it)" >&2
+"$venv/bin/python" -m pip install --progress-bar on --disable-pip-version-check -e "$root[train,test,ray,docs]" 2>&1 \
   | grep -v -e "^WARNING: Location .* is ignored" -e "^Requirement already satisfied" >&2 || true
 "$venv/bin/python" -c "$check" || { echo "set-up failed" >&2; exit 1; }
 # The browser page's onnxruntime-web, pinned by web/package-lock.json (npm's registry is reachable where PyPI is).

@@ -54,7 +54,7 @@ def find_test_data(shared: Path | None = None) -> Path | None:
         os.environ["EDGECLS_DATA"] = str(root)
         if not (root / "FashionMNIST").is_dir():
             raise EdgeclsError(
-                f"real data sets not found at {root}; set EDGECLS_DATA to a torchvision root (see README)"
+                f"real data sets not found at {root}; set EDGECLS_DATA to a torchvision root (see docs/guide/data.md)"
             )
         return root  # a named root is read as it is; loading every split here would add seconds to each session
     for dataset in DATASETS:

@@ -49,7 +49,7 @@ AUDIT = textwrap.dedent("""
 def torchrun(*args: str, audit: tuple[Path, Path] | None = None, **popen) -> subprocess.Popen:
     """`torchrun --standalone --nproc-per-node=2 ...` (as `python -m torch.distributed.run`, this venv's)."""
     # Restarts need torchrun's rendezvous store kept apart from the workers' (pytorch/pytorch#135712): with the
-    # shared store, 1 restart in 4 hung or failed to connect here; with this, 0 in 6 (README).
+    # shared store, 1 restart in 4 hung or failed to connect here; with this, 0 in 6 (docs/guide/training.md).
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
     if audit is not None:
         folder, watch = audit

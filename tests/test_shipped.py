@@ -158,7 +158,7 @@ INT8_SHIPPED = [n for n in SHIPPED if "variants" in load_card(n)]
 
 
 def test_int8_variants_are_shipped_where_they_shrink_the_file():
-    assert sorted(INT8_SHIPPED) == ["birnn", "cnn", "rnn"]  # where int8 shrinks the file 3x; see README
+    assert sorted(INT8_SHIPPED) == ["birnn", "cnn", "rnn"]  # where int8 shrinks the file 3x; see docs/guide/export.md
 
 
 @pytest.mark.parametrize("name", INT8_SHIPPED)

@@ -142,7 +142,7 @@ def test_every_shipped_model_in_chromium_answers_like_infer(site, tmp_path):
             assert diff <= 1e-4, (name, diff)
             scaled_labels, _ = classifier.predict(resized)
             agree = np.mean([r["top"][0][0] == lab for r, lab in zip(scaled, scaled_labels)])
-            assert agree >= 0.85, (name, agree)  # browser resize is not Pillow's; measured, README
+            assert agree >= 0.85, (name, agree)  # browser resize is not Pillow's; measured, docs/guide/browser.md
             ms = float(np.median([r["ms"] for r in same]))
             run_ms = float(np.median([r["runMs"] for r in same]))
             report.append(

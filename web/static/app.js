@@ -36,7 +36,7 @@ async function loadModel(name) {
 }
 
 // Decode with the browser, composite transparency onto black, resize to the model's H x W on a canvas
-// (the browser's high-quality smoothing; Pillow's bilinear filter differs, see README), then convert to
+// (the browser's high-quality smoothing; Pillow's bilinear filter differs, see docs/guide/browser.md), then convert to
 // L with Pillow's weights (ITU-R 601-2: 299/587/114, in Pillow's fixed-point form) and normalize.
 async function toInput(file) {
   const [c, h, w] = state.info.shape;
