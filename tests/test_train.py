@@ -131,7 +131,9 @@ def test_unwritable_artifacts_dir(cli, tmp_path):
     )
 
 
-def test_missing_data(cli, tmp_path):
+def test_missing_data(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr("edgecls.data.SHARED_SIBLING", tmp_path / "no-shared")  # no data beside the checkout
+    monkeypatch.setattr("edgecls.data.DEBIAN_DATASETS", tmp_path / "no-debian")
     empty = tmp_path / "empty"
     empty.mkdir()
     result = cli(
@@ -149,7 +151,7 @@ def test_missing_data(cli, tmp_path):
         XDG_CACHE_HOME=str(tmp_path / "cache"),
     )
     assert_one_line_error(result, "EMNIST bymerge not found", "--data-dir", "EDGECLS_DATA")
-    assert not (tmp_path / "lstm" / "checkpoint.pt").exists()
+    assert result.exit_code == 2 and not (tmp_path / "lstm").exists()  # a run that cannot start leaves no folder
 
 
 def test_data_dir_that_is_not_a_folder(cli, tmp_path):
