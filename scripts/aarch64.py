@@ -20,6 +20,7 @@ difference:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -83,6 +84,7 @@ def _dataset(clf) -> str:
     return get_spec(clf.info.model).dataset
 
 
+@functools.cache  # one read per file, not one per CPU model compared
 def output_step(path: Path) -> float:
     """The quantization step of a file's logits: the scale of the DequantizeLinear producing them (0 for
     a float output)."""

@@ -201,7 +201,8 @@ def _add_classify_route(app, models: dict[str, ServedModel], max_batch: int, str
         uploads = await _uploads(request)
         loop = asyncio.get_running_loop()
         pre = m.classifier.preprocess
-        fitted = await loop.run_in_executor(None, functools.partial(pre.decode, [d for _, d in uploads], True, True))
+        decode = functools.partial(pre.decode, [d for _, d in uploads], strict_size=True, with_fit=True)
+        fitted = await loop.run_in_executor(None, decode)
         decoded = [d for d, _ in fitted]
         bad = [f"{fname}: {why}" for (fname, _), why in zip(uploads, decoded) if isinstance(why, str)]
         if bad:
