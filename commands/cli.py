@@ -573,9 +573,9 @@ def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_d
 
 @main.command(
     "serve",
-    epilog="Stops gracefully, after answering the requests in flight, on Ctrl-C (exit code 0) or "
-    "SIGTERM (the process then ends by that signal, as uvicorn does: 143 in a shell). Exit "
-    "code 2: nothing served (bad options, address in use, missing or unusable model).",
+    epilog="Ctrl-C or SIGTERM stops it gracefully: no new connections or RPCs, the requests in flight are "
+    "answered (up to --shutdown-timeout), then exit code 0. Exit code 2: nothing served (bad options, "
+    "address in use, missing or unusable model).",
 )
 @click.option(
     "--model",
@@ -633,10 +633,45 @@ def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_d
     help="Refuse (400) classify uploads that do not fit the model (colour for a grey model, grey for a colour "
     "one, a size far from its input) [default: answer, and log a warning once].",
 )
+@click.option(
+    "--reject-nonfinite",
+    is_flag=True,
+    help="Refuse (400) tensors holding NaN or infinities [default: run them, as Triton does].",
+)
+@click.option(
+    "--max-image-pixels",
+    type=int,
+    default=16_000_000,
+    show_default=True,
+    help="Classify refuses (400) image files over this many pixels, before decoding them; JPEGs decode at a "
+    "reduced scale. Bounds the memory one upload can take.",
+)
+@click.option(
+    "--decode-workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Image files decoded at once across all classify requests (the rest wait their turn).",
+)
+@click.option(
+    "--grpc-port",
+    type=int,
+    default=None,
+    help="Also serve KServe v2 over gRPC (Triton's GRPCInferenceService) on this port (0: any free one); "
+    "needs edgecls[grpc].",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds the requests in flight get to finish after Ctrl-C or SIGTERM.",
+)
 @cli_errors(nothing_run=True, log_to_stderr=True, interrupted=None)
 def serve_cmd(models, onnx_files, **options):
-    """Serve models over HTTP with the KServe v2 protocol that Triton speaks (tritonclient works, JSON and
-    binary tensors), plus POST /v2/models/<name>/classify for image files."""
+    """Serve models with the KServe v2 protocol that Triton speaks, over HTTP (and gRPC with --grpc-port):
+    tritonclient and perf_analyzer work unchanged, with model config, statistics and model control
+    (load/unload). Also POST /v2/models/<name>/classify for image files."""
     from edgecls.serve import serve
 
     serve(list(models), list(onnx_files), **options)  # the options are named as serve's keywords

@@ -12,9 +12,11 @@ with the same body limit and error format.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -95,6 +97,8 @@ class Stack:
     ):
         self.app, self.limit, self.fast_routes = app, body_limit, fast_routes
         self.extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        self.on_signal: list[Callable[[], object]] = []  # called on the event loop when SIGTERM/Ctrl-C arrives
+        self.grace_s = 30.0  # how long the requests in flight get to finish at shutdown
 
     @property
     def state(self):
@@ -203,10 +207,10 @@ def create_app(
     return Stack(app, body_limit, fast_routes, headers)
 
 
-def check_address(host: str, port: int) -> None:
+def check_address(host: str, port: int, option: str = "--port") -> None:
     """Fail with one line before loading anything if the address cannot be listened on."""
     if not 0 <= port <= 65535:
-        raise UsageError(f"--port {port} is not a TCP port (0..65535)")
+        raise UsageError(f"{option} {port} is not a TCP port (0..65535)")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -217,14 +221,48 @@ def check_address(host: str, port: int) -> None:
         try:
             s.bind(addr)
         except OSError as exc:
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port") from None
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another {option}") from None
 
 
-def run(app, host: str, port: int) -> None:
-    """Serve `app` with uvicorn until Ctrl-C or SIGTERM; it answers the requests in flight first."""
+def run(app, host: str, port: int, grace_s: float = 30.0) -> None:
+    """Serve `app` with uvicorn until Ctrl-C or SIGTERM. Either stops accepting at once, answers the
+    requests in flight (up to `grace_s`, then they are cancelled), runs the app's shutdown and returns:
+    the process then exits 0, as an orchestrator's graceful stop expects."""
+    import asyncio
+
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # uvicorn's re-raises the signal after shutdown: the process dies by it
+            loop = asyncio.get_running_loop()
+
+            def stop(sig, frame):
+                if self.should_exit:
+                    self.force_exit = True  # a second signal: stop waiting
+                self.should_exit = True
+                for hook in getattr(app, "on_signal", ()):
+                    loop.call_soon_threadsafe(hook)
+
+            originals = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+    if isinstance(app, Stack):
+        app.grace_s = grace_s
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=grace_s,
+    )
+    Server(config).run()
 
 
 def wait_until_up(url: str, process, timeout: float = 20.0) -> None:

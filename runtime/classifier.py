@@ -60,9 +60,9 @@ class Classifier:
     def threads(self) -> int:
         return self.engine.threads
 
-    def to_uint8(self, image, strict_size: bool = False) -> np.ndarray:
+    def to_uint8(self, image, max_pixels: int | None = None) -> np.ndarray:
         """Any image (Preprocessor.to_uint8) -> uint8 [C, H, W] in the model's size and mode."""
-        return self.preprocess.to_uint8(image, strict_size)
+        return self.preprocess.to_uint8(image, max_pixels)
 
     def logits(self, batch_uint8: np.ndarray) -> np.ndarray:
         """uint8 [N, C, H, W] in the model's size and mode -> logits [N, K]."""

@@ -43,13 +43,16 @@ def header(data: bytes) -> tuple[int, int, str]:
     return height, width, space
 
 
-def decode(data: bytes, mode: str, draft: tuple[int, int] | None = None) -> np.ndarray | None:
-    """uint8 H x W (mode "L") or H x W x 3 ("RGB"), or None where Pillow must decode the file."""
+def decode(
+    data: bytes, mode: str, draft: tuple[int, int] | None = None, max_pixels: int | None = None
+) -> np.ndarray | None:
+    """uint8 H x W (mode "L") or H x W x 3 ("RGB"), or None where Pillow must decode the file (or
+    refuse it: files over `max_pixels` are left to Pillow's path, which words the refusal)."""
     if simplejpeg is None or data[:3] != SOI or mode not in _SPACES:
         return None
     try:
         height, width, space, _ = simplejpeg.decode_jpeg_header(data)
-        limit = Image.MAX_IMAGE_PIXELS
+        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels) if max_pixels else Image.MAX_IMAGE_PIXELS
         if space not in _SPACES[mode] or (limit and width * height > limit):
             return None
         scale = draft_scale(width, height, draft)

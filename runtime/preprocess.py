@@ -28,25 +28,40 @@ class ImageError(Exception):
     """A file that is not a readable image; infer reports it and goes on with the others."""
 
 
+class TooLarge(Exception):
+    """A file over the caller's pixel budget (load_image words it as an ImageError)."""
+
+
 def load_image(
-    source: str | BinaryIO, strict_size: bool = False, draft: tuple[int, int] | None = None, seen: list | None = None
+    source: str | BinaryIO,
+    max_pixels: int | None = None,
+    draft: tuple[int, int] | None = None,
+    seen: list | None = None,
 ) -> Image.Image:
-    """Decode a file path or a binary file object. `strict_size` (the server) refuses anything over
-    Pillow's MAX_IMAGE_PIXELS, where Pillow itself only warns up to twice that. `draft` (w, h): a JPEG
+    """Decode a file path or a binary file object. `max_pixels` (the server's budget) refuses, before
+    decoding, a file over that many pixels or over Pillow's MAX_IMAGE_PIXELS, where Pillow itself only
+    warns up to twice that; None: Pillow's own rules. `draft` (w, h): a JPEG
     at least twice that size decodes at 1/2, 1/4 or 1/8 scale, never below it (libjpeg's DCT scaling:
     a 4000x3000 photo for a 32x32 model decodes as 500x375, several times faster). `seen`: the file's
     own mode and size (before any reduction) are appended to it, for fit_note."""
     try:
         with warnings.catch_warnings():
-            if strict_size:
+            if max_pixels is not None:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
+                if max_pixels is not None and im.width * im.height > max_pixels:
+                    raise TooLarge(
+                        f"image of {im.width}x{im.height} pixels is over this server's budget of "
+                        f"{max_pixels:,} pixels (--max-image-pixels); send it scaled down"
+                    )
                 if seen is not None:
                     seen.append((im.mode, im.size))
                 if draft is not None and im.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with extras
                     im.draft(im.mode, draft)
                 im.load()
                 return im.copy() if im.mode != "P" else im.convert("RGBA")
+    except TooLarge as exc:
+        raise ImageError(str(exc)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"image too large, refused as a possible decompression bomb ({str(exc)[:160]})") from None
     except Exception as exc:  # Pillow raises many types for bad files
@@ -125,7 +140,7 @@ def file_to_uint8(
     source: str | Path | BinaryIO,
     info: ModelInfo,
     draft: tuple[int, int] | None = None,
-    strict_size: bool = False,
+    max_pixels: int | None = None,
     fast_jpeg: bool = True,
     fit: list | None = None,
 ) -> np.ndarray:
@@ -143,7 +158,7 @@ def file_to_uint8(
         except OSError:  # unreadable: load_image words the error as for any other file
             pass
         else:
-            pixels = jpeg.decode(data, info.color_mode, draft)
+            pixels = jpeg.decode(data, info.color_mode, draft, max_pixels)
             if pixels is not None:
                 if fit is not None:  # this path takes colour files only for a colour model (jpeg.py)
                     height, width, space = jpeg.header(data)
@@ -152,7 +167,7 @@ def file_to_uint8(
             if hasattr(source, "read"):
                 source = io.BytesIO(data)  # Pillow decodes the bytes already read
     seen: list = []
-    image = load_image(str(source) if isinstance(source, Path) else source, strict_size, draft, seen)
+    image = load_image(str(source) if isinstance(source, Path) else source, max_pixels, draft, seen)
     if fit is not None:
         mode, size = seen[0]
         # the pixels are looked at only for a colour-mode file meant for a grey model (grey saved as RGB is fine)
@@ -187,18 +202,18 @@ class Preprocessor:
             info, (2 * w, 2 * h) if draft else None, fast_jpeg
         )  # never below twice the input: resize antialiases
 
-    def to_uint8(self, image, strict_size: bool = False) -> np.ndarray:
+    def to_uint8(self, image, max_pixels: int | None = None) -> np.ndarray:
         """A path, a binary file object, a Pillow image, or a uint8 array (H×W, H×W×C or C×H×W)
-        -> uint8 [C, H, W]. Files are decoded with file_to_uint8 (`strict_size`: the server's limit)."""
+        -> uint8 [C, H, W]. Files are decoded with file_to_uint8 (`max_pixels`: the server's budget)."""
         if isinstance(image, (str, Path)) or hasattr(image, "read"):
-            return file_to_uint8(image, self.info, self.draft, strict_size, self.fast_jpeg)
+            return file_to_uint8(image, self.info, self.draft, max_pixels, self.fast_jpeg)
         if isinstance(image, np.ndarray):
             if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
                 image = image.transpose(1, 2, 0)
             image = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image)
         return image_to_uint8(image, self.info)
 
-    def decode(self, sources: list, strict_size: bool = False, with_fit: bool = False) -> list:
+    def decode(self, sources: list, max_pixels: int | None = None, with_fit: bool = False) -> list:
         """Per file (a path, or the bytes of an upload): uint8 [C, H, W], or the reason (str) it is not a
         usable image. `with_fit`: per file (that, fit_note or None) instead."""
         out = []
@@ -206,7 +221,7 @@ class Preprocessor:
             fit: list = []
             try:
                 file = io.BytesIO(source) if isinstance(source, bytes) else source
-                out.append(file_to_uint8(file, self.info, self.draft, strict_size, self.fast_jpeg, fit))
+                out.append(file_to_uint8(file, self.info, self.draft, max_pixels, self.fast_jpeg, fit))
             except ImageError as exc:
                 out.append(str(exc))
             if with_fit:

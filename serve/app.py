@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import re
 import zlib
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote
 
 import numpy as np
@@ -26,29 +25,26 @@ from edgecls.asgi import FastRoute, Stack
 from edgecls.asgi import create_app as create_stack
 from edgecls.runtime import Classifier, softmax
 
-from .batcher import Batcher
-from .protocol import HEADER_LENGTH, MODEL_VERSION, ProtocolError, encode_infer_response, model_metadata, parse_infer
-from .triton import model_config
+from .protocol import (
+    HEADER_LENGTH,
+    MODEL_VERSION,
+    ProtocolError,
+    encode_infer_response,
+    load_json,
+    model_metadata,
+    parse_infer,
+)
+from .repository import Repository, check_load_parameters
 
 log = logging.getLogger(__name__)
 MAX_FILES = 256  # images in one classify request
+# The classify budget: files over this many pixels are refused before decoding. The models take 28x28 or
+# 32x32 images; 16 MP (a 12 MP phone photo fits) keeps one decode near 50-200 MB, where Pillow's own
+# bomb limit (89 MP) lets one PNG cost 265 MB and most of a second.
+MAX_IMAGE_PIXELS = 16_000_000
+DECODE_WORKERS = 2  # files decoded at once, across all classify requests; the rest queue
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-
-
-@dataclass
-class ServedModel:
-    name: str
-    classifier: Classifier
-    batcher: Batcher
-    config: dict
-
-
-def find_model(models: dict, name: str, version: str | None = None) -> ServedModel:
-    if name not in models:
-        raise ProtocolError(404, f"unknown model {name!r}; this server has: {', '.join(models)}")
-    if version not in (None, MODEL_VERSION):
-        raise ProtocolError(404, f"model {name!r} has no version {version!r} (it has {MODEL_VERSION})")
-    return models[name]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "statistics"]
 
 
 def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -70,17 +66,23 @@ def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
-def infer_route(models: dict[str, ServedModel], limit: int, max_batch: int) -> FastRoute:
+def infer_route(repo: Repository, limit: int, reject_nonfinite: bool) -> FastRoute:
     """POST /v2/models/{name}[/versions/{v}]/infer: the route a load sends thousands of times a second."""
 
     async def infer(scope, body: bytes, match: re.Match):
         name, version = unquote(match.group(1)), match.group(2) and unquote(match.group(2))
-        m = find_model(models, name, version)
+        m = repo.get(name, version)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        body = decode_content(body, headers.get("content-encoding"), limit)
-        req = parse_infer(body, headers.get(HEADER_LENGTH.lower()), m.classifier.info.input_shape, max_batch)
-        logits = await m.batcher.submit(req.inputs)
-        return (200, *encode_infer_response(name, req, logits, m.classifier.class_names))
+        shape = m.classifier.info.input_shape
+
+        def parse():
+            raw = decode_content(body, headers.get("content-encoding"), limit)
+            return parse_infer(raw, headers.get(HEADER_LENGTH.lower()), shape, repo.max_batch, reject_nonfinite)
+
+        def encode(req, logits):
+            return encode_infer_response(name, req, logits, m.classifier.class_names)
+
+        return (200, *await m.infer(parse, encode))
 
     return FastRoute(INFER_PATH, "POST", infer)
 
@@ -92,30 +94,37 @@ def create_app(
     dynamic_batching: bool = True,
     max_body_mb: float = 16.0,
     strict_input: bool = False,
+    reject_nonfinite: bool = False,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    decode_workers: int = DECODE_WORKERS,
+    loader=None,
+    listing=None,
+    grpc_address: str | None = None,
 ) -> Stack:
-    """The ASGI application; `.state.models` holds each served model with its batcher."""
+    """The ASGI application; `.state.repository` holds the served models with their batchers.
+    `loader`/`listing`: the repository extension's load and index (repository.py). `grpc_address`
+    ("host:port"): the same models over KServe v2 gRPC too, started and stopped with the app."""
     limit = int(max_body_mb * 2**20)
-    models = {
-        name: ServedModel(
-            name,
-            clf,
-            Batcher(clf.run, max_batch, max_delay_ms / 1000, dynamic_batching, name),
-            model_config(clf, name, max_batch, max_delay_ms, dynamic_batching=dynamic_batching),
-        )
-        for name, clf in classifiers.items()
-    }
+    repo = Repository(classifiers, max_batch, max_delay_ms, dynamic_batching, loader, listing)
+    decoder = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
     state = {"ready": False}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        for m in models.values():
-            await m.batcher.start()
-            m.classifier.run(np.zeros((1, *m.classifier.info.input_shape), np.float32))  # warm-up
+        await repo.start()
+        grpc = None
+        if grpc_address is not None:
+            from .grpc_service import start_grpc
+
+            grpc = await start_grpc(repo, grpc_address, limit, reject_nonfinite, state)
+            stack.on_signal.append(lambda: asyncio.ensure_future(grpc.stop(stack.grace_s)))
         state["ready"] = True
         yield
         state["ready"] = False
-        for m in models.values():
-            await m.batcher.stop()
+        if grpc is not None:
+            await grpc.stop(stack.grace_s)  # answers the RPCs in flight (already stopping after a signal)
+        await repo.stop()
+        decoder.shutdown(wait=True)
 
     stack = create_stack(
         title="edgecls serve",
@@ -123,27 +132,20 @@ def create_app(
         lifespan=lifespan,
         body_limit=limit,
         description="KServe v2 (Triton) inference protocol over edgecls ONNX models.",
-        fast_routes=(infer_route(models, limit, max_batch),),
+        fast_routes=(infer_route(repo, limit, reject_nonfinite),),
     )
-    stack.state.models = models
-    _add_kserve_routes(stack.app, models, state)
-    _add_classify_route(stack.app, models, max_batch, strict_input)
+    stack.state.repository = repo
+    _add_kserve_routes(stack.app, repo, state)
+    _add_classify_route(stack.app, repo, strict_input, max_image_pixels, decoder)
     return stack
 
 
-def _add_kserve_routes(app, models: dict[str, ServedModel], state: dict) -> None:
-    """Health, metadata, config, statistics and the repository index (infer is the fast route)."""
-
-    def model(name: str, version: str | None = None) -> ServedModel:
-        return find_model(models, name, version)
+def _add_kserve_routes(app, repo: Repository, state: dict) -> None:
+    """Health, metadata, config, statistics and the repository extension (infer is the fast route)."""
 
     @app.get("/v2")
     async def server_metadata():
-        return {
-            "name": "edgecls",
-            "version": edgecls.__version__,
-            "extensions": ["binary_tensor_data", "classification", "model_repository", "statistics"],
-        }
+        return {"name": "edgecls", "version": edgecls.__version__, "extensions": EXTENSIONS}
 
     @app.get("/v2/health/live")
     async def live():
@@ -154,55 +156,82 @@ def _add_kserve_routes(app, models: dict[str, ServedModel], state: dict) -> None
         return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
 
     @app.post("/v2/repository/index")
-    async def repository_index():
-        return [
-            {"name": n, "version": MODEL_VERSION, "state": "READY" if state["ready"] else "UNAVAILABLE"} for n in models
-        ]
+    async def repository_index(request: Request):
+        """Every model this server has or could load, with its state; {"ready": true}: the ready ones."""
+        body = await request.body()
+        options = load_json(body, "the index request") if body.strip() else {}
+        if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
+            raise ProtocolError(400, 'the index request is a JSON object such as {"ready": true}')
+        return repo.index(ready_only=options.get("ready", False))
+
+    @app.post("/v2/repository/models/{name}/load")
+    async def load(name: str, request: Request):
+        """Read the model's file as it is now (a file exported or copied in after start) and serve it."""
+        await _no_overrides(request)
+        await repo.load(name)
+        return {}
+
+    @app.post("/v2/repository/models/{name}/unload")
+    async def unload(name: str, request: Request):
+        await _no_overrides(request)
+        await repo.unload(name)
+        return {}
+
+    @app.get("/v2/models/stats")
+    async def all_stats():
+        """Triton's statistics extension for every loaded model."""
+        return {"model_stats": [m.batcher.stats.as_dict(n, MODEL_VERSION) for n, m in sorted(repo.models.items())]}
 
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
     async def metadata(name: str, version: str | None = None):
-        info = model(name, version).classifier.info
+        info = repo.get(name, version).classifier.info
         return model_metadata(name, info.input_shape, len(info.class_names))
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None):
-        model(name, version)
-        return JSONResponse({"name": name, "ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+        ok = repo.ready(name, version)
+        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
 
     @app.get("/v2/models/{name}/config")
     @app.get("/v2/models/{name}/versions/{version}/config")
     async def config(name: str, version: str | None = None):
-        return model(name, version).config
+        return repo.get(name, version).config
 
     @app.get("/v2/models/{name}/stats")
     @app.get("/v2/models/{name}/versions/{version}/stats")
     async def stats(name: str, version: str | None = None):
-        """Triton's statistics extension, in part: rows inferred and ONNX Runtime runs (batches)."""
-        b = model(name, version).batcher
-        return {
-            "model_stats": [
-                {"name": name, "version": MODEL_VERSION, "inference_count": b.rows, "execution_count": b.batches}
-            ]
-        }
+        m = repo.get(name, version)
+        return {"model_stats": [m.batcher.stats.as_dict(name, MODEL_VERSION)]}
 
 
-def _add_classify_route(app, models: dict[str, ServedModel], max_batch: int, strict_input: bool) -> None:
+async def _no_overrides(request: Request) -> None:
+    """A load/unload body: nothing, or {"parameters": {...}} without a config or files."""
+    body = await request.body()
+    options = load_json(body, "the request") if body.strip() else {}
+    params = options.get("parameters") if isinstance(options, dict) else None
+    if not isinstance(options, dict) or (params is not None and not isinstance(params, dict)):
+        raise ProtocolError(400, 'the request is a JSON object such as {"parameters": {}}')
+    check_load_parameters(params or {})
+
+
+def _add_classify_route(app, repo: Repository, strict_input: bool, max_pixels: int, decoder) -> None:
     warned: set[str] = set()  # models whose unfit uploads were logged: once each
 
     @app.post("/v2/models/{name}/classify")
     async def classify(name: str, request: Request, top_k: int = 1):
         """Image files (multipart/form-data, any field name) -> top-k labels and probabilities, with the
         preprocessing of `edgecls infer`."""
-        m = find_model(models, name)
+        m = repo.get(name)
         if top_k < 1:
             raise ProtocolError(400, f"top_k must be at least 1 (got {top_k})")
         uploads = await _uploads(request)
         loop = asyncio.get_running_loop()
         pre = m.classifier.preprocess
-        decode = functools.partial(pre.decode, [d for _, d in uploads], strict_size=True, with_fit=True)
-        fitted = await loop.run_in_executor(None, decode)
+        # one file per job on a small pool: a bounded number of large decodes in memory at once
+        jobs = [loop.run_in_executor(decoder, pre.decode, [data], max_pixels, True) for _, data in uploads]
+        fitted = [job[0] for job in await asyncio.gather(*jobs)]
         decoded = [d for d, _ in fitted]
         bad = [f"{fname}: {why}" for (fname, _), why in zip(uploads, decoded) if isinstance(why, str)]
         if bad:
@@ -216,7 +245,12 @@ def _add_classify_route(app, models: dict[str, ServedModel], max_batch: int, str
             log.warning(f"warning: an upload for {name} does not fit it ({unfit[0]}); answers for such images mean "
                         "little (said once per model; --strict-input refuses them)")  # fmt: skip
         x = pre.normalize(np.stack(decoded))
-        parts = await asyncio.gather(*(m.batcher.submit(x[i : i + max_batch]) for i in range(0, len(x), max_batch)))
+        step = repo.max_batch
+        m.in_flight += 1
+        try:
+            parts = await asyncio.gather(*(m.batcher.submit(x[i : i + step]) for i in range(0, len(x), step)))
+        finally:
+            m.in_flight -= 1
         tops = m.classifier.top_k(softmax(np.concatenate(parts)), min(top_k, len(m.classifier.class_names)))
         return {
             "model": name,

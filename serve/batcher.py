@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from .stats import ModelStats
 
 Run = Callable[[np.ndarray], np.ndarray]
 
@@ -33,12 +36,21 @@ class Batcher:
             raise ValueError(f"max_delay must not be negative (got {max_delay_s})")
         self.run, self.max_batch, self.max_delay_s, self.enabled = run, max_batch, max_delay_s, enabled
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
-        self.waiting: collections.deque = collections.deque()  # (rows, future) in arrival order
+        self.waiting: collections.deque = collections.deque()  # (rows, future, arrival ns) in arrival order
         self.waiting_rows = 0
         self.task: asyncio.Task | None = None
-        self.batches = 0  # ONNX Runtime calls made, and the rows they held (tests and the bench read them)
-        self.rows = 0
+        self.stats = ModelStats()  # Triton's statistics extension (stats.py)
         self.last_requests = 0  # requests in the previous batch
+
+    @property
+    def batches(self) -> int:
+        """ONNX Runtime calls made."""
+        return self.stats.execution_count
+
+    @property
+    def rows(self) -> int:
+        """Rows those calls held."""
+        return self.stats.inference_count
 
     async def start(self) -> None:
         if self.enabled and self.task is None:
@@ -56,27 +68,34 @@ class Batcher:
         """Logits for `rows` (at most max_batch of them), computed alone or in a batch with others."""
         loop = asyncio.get_running_loop()
         if not self.enabled:
-            out = await loop.run_in_executor(self.executor, self.run, rows)
-            self.batches, self.rows = self.batches + 1, self.rows + len(rows)
+            arrived = time.perf_counter_ns()
+            out, started, ran = await loop.run_in_executor(self.executor, self._timed_run, rows)
+            self.stats.ran(len(rows), 1, [started - arrived], 0, ran - started, 0)
             return out
         if self.task is None:
             raise RuntimeError("batcher not started")
         future = loop.create_future()
-        self.waiting.append((rows, future))
+        self.waiting.append((rows, future, time.perf_counter_ns()))
         self.waiting_rows += len(rows)
         self.arrived.set()
         if self.waiting_rows >= self.max_batch:
             self.full.set()
         return await future
 
-    def _take(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+    def _timed_run(self, rows: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """The run, with when it started and ended (on the worker: the queue ends when the worker is free)."""
+        started = time.perf_counter_ns()
+        out = self.run(rows)
+        return out, started, time.perf_counter_ns()
+
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future, int]]:
         """Whole requests from the front of the queue, at most max_batch rows (always at least one)."""
         items, count = [], 0
         while self.waiting and (not items or count + len(self.waiting[0][0]) <= self.max_batch):
-            rows, fut = self.waiting.popleft()
-            self.waiting_rows -= len(rows)
-            count += len(rows)
-            items.append((rows, fut))
+            item = self.waiting.popleft()
+            self.waiting_rows -= len(item[0])
+            count += len(item[0])
+            items.append(item)
         if self.waiting_rows < self.max_batch:
             self.full.clear()
         if not self.waiting:
@@ -94,21 +113,24 @@ class Batcher:
                     await asyncio.wait_for(self.full.wait(), self.max_delay_s)
                 except asyncio.TimeoutError:
                     pass
-            live = [(rows, fut) for rows, fut in self._take() if not fut.cancelled()]  # callers that went away
+            live = [item for item in self._take() if not item[1].cancelled()]  # callers that went away
             self.last_requests = len(live)
             if not live:
                 continue
-            batch = live[0][0] if len(live) == 1 else np.concatenate([rows for rows, _ in live])
+            taken = time.perf_counter_ns()
+            batch = live[0][0] if len(live) == 1 else np.concatenate([rows for rows, _, _ in live])
+            gathered = time.perf_counter_ns()
             try:
-                out = await loop.run_in_executor(self.executor, self.run, batch)
+                out, started, ran = await loop.run_in_executor(self.executor, self._timed_run, batch)
             except Exception as exc:  # every caller of this batch hears about it; the loop goes on
-                for _, fut in live:
+                for _, fut, _ in live:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            self.batches, self.rows = self.batches + 1, self.rows + len(batch)
             start = 0
-            for rows, fut in live:
+            for rows, fut, _ in live:
                 if not fut.done():
                     fut.set_result(out[start : start + len(rows)])
                 start += len(rows)
+            queued = [taken - arrived for _, _, arrived in live]
+            self.stats.ran(len(batch), len(live), queued, gathered - taken, ran - started, time.perf_counter_ns() - ran)

@@ -22,7 +22,12 @@ MODEL_VERSION = "1"
 
 
 class ProtocolError(HttpError):
-    """A request the server refuses: `status` is the HTTP status, the message goes to the client."""
+    """A request the server refuses: `status` is the HTTP status, the message goes to the client;
+    `grpc_code` the gRPC status name where it is not the one the HTTP status maps to (grpc_service.py)."""
+
+    def __init__(self, status: int, message: str, grpc_code: str | None = None):
+        super().__init__(status, message)
+        self.grpc_code = grpc_code
 
 
 @dataclass
@@ -61,26 +66,22 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def parse_infer(body: bytes, header_length: str | None, input_shape: tuple[int, ...], max_batch: int) -> InferRequest:
-    """An inference request for a model taking float32 [N, *input_shape] under the name 'input'."""
-    head, tail = split_body(body, header_length)
+def load_json(data: bytes, what: str = "the request"):
+    """JSON from a client: malformed, too deeply nested or not UTF-8 is a 400, never a 500."""
     try:
-        req = json.loads(head)
+        return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(400, f"malformed JSON in the request: {str(exc)[:160]}") from None
-    if not isinstance(req, dict):
-        raise ProtocolError(400, "the request must be a JSON object with an 'inputs' list")
-    inputs = req.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise ProtocolError(400, f"'inputs' must be a list holding one tensor, named '{INPUT_NAME}'")
-    tensor = inputs[0]
-    if tensor.get("name") != INPUT_NAME:
-        raise ProtocolError(
-            400, f"unknown input {tensor.get('name')!r}; this model takes one input named '{INPUT_NAME}'"
-        )
-    if tensor.get("datatype") != "FP32":
-        raise ProtocolError(400, f"input '{INPUT_NAME}' has datatype {tensor.get('datatype')!r}; the model takes FP32")
-    shape = tensor.get("shape")
+        raise ProtocolError(400, f"malformed JSON in {what}: {str(exc)[:160]}") from None
+    except RecursionError:
+        raise ProtocolError(400, f"JSON in {what} is nested too deeply") from None
+
+
+def check_input(name, datatype, shape, input_shape: tuple[int, ...], max_batch: int) -> list[int]:
+    """The one input tensor's name, datatype and shape against the model's; the shape, checked."""
+    if name != INPUT_NAME:
+        raise ProtocolError(400, f"unknown input {name!r}; this model takes one input named '{INPUT_NAME}'")
+    if datatype != "FP32":
+        raise ProtocolError(400, f"input '{INPUT_NAME}' has datatype {datatype!r}; the model takes FP32")
     if (
         not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape))
         or len(shape) != 1 + len(input_shape)
@@ -96,15 +97,66 @@ def parse_infer(body: bytes, header_length: str | None, input_shape: tuple[int, 
         raise ProtocolError(
             400, f"batch of {shape[0]} rows exceeds this server's --max-batch {max_batch}; split the request"
         )
+    return shape
+
+
+def from_bytes(raw: bytes, shape: list[int]) -> np.ndarray:
+    """FP32 tensor data sent as raw little-endian bytes (HTTP's binary extension, gRPC's raw contents)."""
     count = math.prod(shape)
+    if len(raw) != 4 * count:
+        raise ProtocolError(
+            400, f"input '{INPUT_NAME}' has {len(raw)} bytes of data; shape {shape} of FP32 needs {4 * count}"
+        )
+    return np.frombuffer(raw, dtype="<f4", count=count).astype(np.float32, copy=False).reshape(shape)
+
+
+def from_values(values, shape: list[int]) -> np.ndarray:
+    """FP32 tensor data sent as numbers (a JSON list, flat or nested; gRPC's typed contents)."""
+    try:
+        array = np.asarray(values, dtype=np.float32).reshape(-1)
+    except (ValueError, TypeError, OverflowError):
+        raise ProtocolError(400, f"input '{INPUT_NAME}' data must be float32 numbers (a flat or nested list)") from None
+    count = math.prod(shape)
+    if array.size != count:
+        raise ProtocolError(400, f"input '{INPUT_NAME}' holds {array.size} values; shape {shape} needs {count}")
+    return array.reshape(shape)
+
+
+def check_values(array: np.ndarray, reject_nonfinite: bool) -> np.ndarray:
+    """Triton runs NaN and infinities through the model (the answer is what it computes); a server
+    started with --reject-nonfinite refuses them."""
+    if reject_nonfinite and not np.isfinite(array).all():
+        raise ProtocolError(400, f"input '{INPUT_NAME}' holds NaN or infinite values (--reject-nonfinite)")
+    return array
+
+
+def check_classification(k) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ProtocolError(400, f"classification must be a non-negative integer (got {k!r})")
+    return k
+
+
+def parse_infer(
+    body: bytes, header_length: str | None, input_shape: tuple[int, ...], max_batch: int, reject_nonfinite=False
+) -> InferRequest:
+    """An HTTP inference request for a model taking float32 [N, *input_shape] under the name 'input'."""
+    head, tail = split_body(body, header_length)
+    req = load_json(head)
+    if not isinstance(req, dict):
+        raise ProtocolError(400, "the request must be a JSON object with an 'inputs' list")
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise ProtocolError(400, f"'inputs' must be a list holding one tensor, named '{INPUT_NAME}'")
+    tensor = inputs[0]
+    shape = check_input(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), input_shape, max_batch)
     params = tensor.get("parameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError(400, "'parameters' must be a JSON object")
     if "binary_data_size" in params:
         size = params["binary_data_size"]
-        if not isinstance(size, int) or size != 4 * count:
+        if not isinstance(size, int) or isinstance(size, bool) or size != 4 * math.prod(shape):
             raise ProtocolError(
-                400, f"binary_data_size {size!r} does not match shape {shape} of FP32 ({4 * count} bytes)"
+                400, f"binary_data_size {size!r} does not match shape {shape} of FP32 ({4 * math.prod(shape)} bytes)"
             )
         if size > len(tail):
             raise ProtocolError(
@@ -114,21 +166,14 @@ def parse_infer(body: bytes, header_length: str | None, input_shape: tuple[int, 
             )
         if len(tail) != size:
             raise ProtocolError(400, f"{len(tail) - size} unexpected bytes after the binary tensor data")
-        array = np.frombuffer(tail, dtype="<f4", count=count).astype(np.float32, copy=False)
+        array = from_bytes(tail, shape)
     else:
         if tail:
             raise ProtocolError(400, "binary data sent but input 'input' has no binary_data_size parameter")
         if "data" not in tensor:
             raise ProtocolError(400, f"input '{INPUT_NAME}' has neither 'data' nor a binary_data_size parameter")
-        try:
-            array = np.asarray(tensor["data"], dtype=np.float32).reshape(-1)
-        except (ValueError, TypeError):
-            raise ProtocolError(400, f"input '{INPUT_NAME}' data must be numbers (a flat or nested list)") from None
-        if array.size != count:
-            raise ProtocolError(400, f"input '{INPUT_NAME}' holds {array.size} values; shape {shape} needs {count}")
-    if not np.isfinite(array).all():
-        raise ProtocolError(400, f"input '{INPUT_NAME}' holds NaN or infinite values")
-    return InferRequest(array.reshape(shape), request_id=_request_id(req), **_outputs(req))
+        array = from_values(tensor["data"], shape)
+    return InferRequest(check_values(array, reject_nonfinite), request_id=_request_id(req), **_outputs(req))
 
 
 def _request_id(req: dict) -> str | None:
@@ -154,9 +199,7 @@ def _outputs(req: dict) -> dict:
     oparams = out.get("parameters") or {}
     if not isinstance(oparams, dict):
         raise ProtocolError(400, "output 'parameters' must be a JSON object")
-    k = oparams.get("classification", 0)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise ProtocolError(400, f"classification must be a non-negative integer (got {k!r})")
+    k = check_classification(oparams.get("classification", 0))
     binary = oparams.get("binary_data", params.get("binary_data_output", False))
     return {"binary_output": bool(binary), "classification": k}
 
@@ -168,28 +211,34 @@ def classification_strings(logits: np.ndarray, k: int, labels: tuple[str, ...]) 
     return [[f"{row[i]:f}:{i}:{labels[i]}" for i in idx] for row, idx in zip(logits, order)]
 
 
+def output_tensor(req: InferRequest, logits: np.ndarray, labels: tuple[str, ...]) -> tuple[str, list[int], object]:
+    """(datatype, shape, values) of the answer: float32 logits, or the classification strings."""
+    if req.classification:
+        rows = classification_strings(logits, req.classification, labels)
+        return "BYTES", [len(rows), len(rows[0]) if rows else 0], [s for row in rows for s in row]
+    logits = np.ascontiguousarray(logits, dtype="<f4")
+    return "FP32", list(logits.shape), logits
+
+
+def raw_contents(datatype: str, values) -> bytes:
+    """Values as the binary extension and gRPC's raw contents carry them (BYTES: 4-byte length + bytes)."""
+    if datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in values)
+    return values.tobytes()
+
+
 def encode_infer_response(
     name: str, req: InferRequest, logits: np.ndarray, labels: tuple[str, ...]
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers (Inference-Header-Content-Length when data is binary)."""
-    out: dict = {"name": OUTPUT_NAME}
+    datatype, shape, values = output_tensor(req, logits, labels)
+    out: dict = {"name": OUTPUT_NAME, "datatype": datatype, "shape": shape}
     binary = b""
-    if req.classification:
-        rows = classification_strings(logits, req.classification, labels)
-        out.update(datatype="BYTES", shape=[len(rows), len(rows[0]) if rows else 0])
-        if req.binary_output:
-            binary = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for row in rows for s in row)
-        else:
-            out["data"] = [s for row in rows for s in row]
-    else:
-        logits = np.ascontiguousarray(logits, dtype="<f4")
-        out.update(datatype="FP32", shape=list(logits.shape))
-        if req.binary_output:
-            binary = logits.tobytes()
-        else:
-            out["data"] = logits.reshape(-1).tolist()
     if req.binary_output:
+        binary = raw_contents(datatype, values)
         out["parameters"] = {"binary_data_size": len(binary)}
+    else:
+        out["data"] = values if datatype == "BYTES" else values.reshape(-1).tolist()
     response = {"model_name": name, "model_version": MODEL_VERSION, "outputs": [out]}
     if req.request_id is not None:
         response["id"] = req.request_id

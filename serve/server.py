@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from edgecls import asgi
-from edgecls.errors import UsageError
-from edgecls.locations import model_sources
+from edgecls.errors import MissingExtra, UsageError
+from edgecls.locations import find_onnx, model_sources
+from edgecls.registry import model_names
 from edgecls.runtime import Classifier
+
+from .app import DECODE_WORKERS, MAX_IMAGE_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,11 @@ def serve(
     max_body_mb: float = 16.0,
     artifacts: str | None = None,
     strict_input: bool = False,
+    reject_nonfinite: bool = False,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    decode_workers: int = DECODE_WORKERS,
+    grpc_port: int | None = None,
+    shutdown_timeout: float = 30.0,
 ) -> None:
     if max_batch < 1:
         raise UsageError(f"--max-batch must be at least 1 (got {max_batch})")
@@ -34,13 +43,41 @@ def serve(
         raise UsageError(f"--max-body-mb must be positive (got {max_body_mb:g})")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be at least 1 (got {threads})")
+    if max_image_pixels < 1:
+        raise UsageError(f"--max-image-pixels must be at least 1 (got {max_image_pixels})")
+    if decode_workers < 1:
+        raise UsageError(f"--decode-workers must be at least 1 (got {decode_workers})")
+    if not shutdown_timeout >= 0:
+        raise UsageError(f"--shutdown-timeout must not be negative (got {shutdown_timeout:g})")
     asgi.check_address(host, port)
+    if grpc_port is not None:
+        try:
+            import grpc  # noqa: F401
+            import tritonclient.grpc  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtra(f"--grpc-port needs grpcio and tritonclient's grpc messages ({exc.name} is missing); "
+                               "pip install 'edgecls[grpc]'") from None  # fmt: skip
+        if grpc_port != 0 and grpc_port == port:
+            raise UsageError(f"--grpc-port {grpc_port} is the HTTP --port too; give each its own")
+        asgi.check_address(host, grpc_port, option="--grpc-port")
     sources = model_sources(models, onnx_files, artifacts)
     classifiers = {name: Classifier(path, provider, threads) for name, path in sources.items()}
+    onnx_names = {name: sources[name] for name in sources if name not in (models or [])}
+
+    def locate(name: str) -> Path:
+        """The file a load reads: an --onnx file under its name, else what --model NAME resolves to now."""
+        return onnx_names[name] if name in onnx_names else model_sources([name], None, artifacts)[name]
+
+    def listing() -> list[str]:
+        return sorted(set(onnx_names) | {n for n in model_names() if find_onnx(n, artifacts).is_file()})
 
     from .app import create_app
 
-    app = create_app(classifiers, max_batch, max_delay_ms, dynamic_batching, max_body_mb, strict_input)
+    app = create_app(
+        classifiers, max_batch, max_delay_ms, dynamic_batching, max_body_mb, strict_input, reject_nonfinite,
+        max_image_pixels, decode_workers, loader=lambda name: Classifier(locate(name), provider, threads),
+        listing=listing, grpc_address=None if grpc_port is None else f"{host}:{grpc_port}",
+    )  # fmt: skip
     for reason in dict.fromkeys(c.fallback_reason for c in classifiers.values() if c.fallback_reason):
         log.info(f"provider auto: using CPU (CUDA not available: {reason})")  # once, not once per model
     for name, clf in classifiers.items():
@@ -50,7 +87,7 @@ def serve(
     )
     log.info(
         f"listening on http://{host}:{port} ({batching}); KServe v2: /v2/models/<name>/infer, "
-        f"images: /v2/models/<name>/classify; Ctrl-C stops"
+        f"images: /v2/models/<name>/classify; Ctrl-C or SIGTERM stops, after the requests in flight"
     )
-    asgi.run(app, host, port)
+    asgi.run(app, host, port, shutdown_timeout)
     log.info("stopped")

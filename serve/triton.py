@@ -1,8 +1,9 @@
 """`edgecls triton DIR`: a Triton Inference Server model repository from edgecls ONNX files, in the
 layout Triton's onnxruntime backend expects:
 
-    DIR/<name>/config.pbtxt      max_batch_size, dims without the batch axis, dynamic_batching,
-                                 instance_group, the class names as label_filename
+    DIR/<name>/config.pbtxt      max_batch_size, dims without the batch axis, the input's format
+                                 (FORMAT_NCHW), dynamic_batching, instance_group, the class names
+                                 as label_filename
     DIR/<name>/1/model.onnx      the ONNX file, byte for byte
     DIR/<name>/labels.txt        one class name per line (Triton's classification extension)
 
@@ -31,7 +32,7 @@ ONNX_TYPES = {
     "tensor(double)": "TYPE_FP64",
 }
 KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
-ENUM_KEYS = {"data_type", "kind"}  # printed bare in text format
+ENUM_KEYS = {"data_type", "kind", "format"}  # printed bare in text format
 
 
 def model_config(
@@ -62,6 +63,9 @@ def model_config(
         return out
 
     inputs, outputs = tensors(classifier.engine.inputs()), tensors(classifier.engine.outputs())
+    for tensor in inputs:
+        if len(tensor["dims"]) == 3:  # an image, [C, H, W] as the preprocessing writes it; image clients read this
+            tensor["format"] = "FORMAT_NCHW"
     outputs[0]["label_filename"] = LABELS_FILE
     config = {
         "name": name,

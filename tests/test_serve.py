@@ -167,7 +167,7 @@ def test_concurrent_requests_are_batched_and_each_client_gets_its_rows(server, c
     clf = classifiers["gru"]
     x = model_inputs(clf, samples_for("gru", 40))
     expected = clf.run(x)
-    batcher = app.state.models["gru"].batcher
+    batcher = app.state.repository.models["gru"].batcher
     before = (batcher.batches, batcher.rows)
     release, started = threading.Event(), threading.Event()
     run = batcher.run
@@ -231,7 +231,7 @@ def test_without_dynamic_batching_each_request_runs_alone(classifiers):
         for t in threads:
             t.join(60)
         np.testing.assert_allclose(np.concatenate([out[i] for i in range(len(x))]), clf.run(x), atol=1e-5, rtol=0)
-        batcher = app.state.models["gru"].batcher
+        batcher = app.state.repository.models["gru"].batcher
         assert (batcher.batches, batcher.rows) == (len(x), len(x))
 
 
@@ -300,8 +300,15 @@ def _bad_cases():
             "unknown output 'probs'",
         ),
         "data length": (infer, _infer_json([1, 1, 28, 28], GOOD[:-1]), JSON, 400, "783 values"),
-        "data not numbers": (infer, _infer_json([1, 1, 28, 28], ["x"] * 784), JSON, 400, "must be numbers"),
-        "NaN": (infer, _infer_json([1, 1, 28, 28], [float("nan")] * 784), JSON, 400, "NaN"),
+        "data not numbers": (infer, _infer_json([1, 1, 28, 28], ["x"] * 784), JSON, 400, "must be float32 numbers"),
+        "integer beyond float": (
+            infer,
+            _infer_json([1, 1, 28, 28], GOOD).replace(b"[0.0,", b"[" + b"1" * 401 + b","),
+            JSON,
+            400,
+            "must be float32 numbers",
+        ),
+        "JSON nested 50,000 deep": (infer, b"[" * 50_000 + b"]" * 50_000, JSON, 400, "nested too deeply"),
         "no data": (infer, _infer_json([1, 1, 28, 28]), JSON, 400, "neither 'data'"),
         "binary size vs shape": (
             infer,
@@ -366,11 +373,11 @@ def _bad_cases():
         "truncated PNG": (classify, *up(("cut.png", png[: len(png) // 2])), 400, "cut.png: unreadable image"),
         "truncated JPEG": (classify, *up(("cut.jpg", jpg[: len(jpg) // 2])), 400, "cut.jpg: unreadable image"),
         "decompression bomb": (classify, *up(("bomb.png", _png_claiming(20_000, 20_000))), 400, "decompression bomb"),
-        "over Pillow's warning limit": (
+        "over the pixel budget": (
             classify,
-            *up(("big.png", _png_claiming(10_000, 10_000))),
+            *up(("big.png", _png_claiming(4001, 4000))),
             400,
-            "decompression bomb",
+            "big.png: image of 4001x4000 pixels is over this server's budget of 16,000,000 pixels",
         ),
         "one bad file of two": (classify, *up(("ok.png", png), ("bad.png", b"\x89PNG junk")), 400, "1 of 2 uploads"),
         "no files": (
@@ -505,7 +512,7 @@ def test_batcher_takes_whole_requests_up_to_max_batch_and_survives_errors():
 
 def test_a_failing_model_run_is_a_json_500_and_the_server_goes_on(server, classifiers):
     url, app = server
-    batcher = app.state.models["gru"].batcher
+    batcher = app.state.repository.models["gru"].batcher
     run = batcher.run
 
     def broken(x):
