@@ -122,6 +122,8 @@ class Repository:
         m = self.models.get(name)
         if m is None:
             state = self.states.get(name)
+            if state is None and self.listing and name in self.listing():
+                state = ModelState(UNAVAILABLE, "not loaded")
             if state is not None:
                 raise ProtocolError(
                     400, f"model {name!r} is not ready ({state.reason or state.state.lower()}); "
