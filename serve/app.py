@@ -25,6 +25,7 @@ from edgecls.asgi import FastRoute, Stack
 from edgecls.asgi import create_app as create_stack
 from edgecls.runtime import Classifier, softmax
 
+from .openapi import CLASSIFY_BODY, INDEX_BODY, LOAD_BODY, describe_fast_routes
 from .protocol import (
     HEADER_LENGTH,
     MODEL_VERSION,
@@ -137,6 +138,7 @@ def create_app(
     stack.state.repository = repo
     _add_kserve_routes(stack.app, repo, state)
     _add_classify_route(stack.app, repo, strict_input, max_image_pixels, decoder)
+    describe_fast_routes(stack.app)
     return stack
 
 
@@ -155,7 +157,7 @@ def _add_kserve_routes(app, repo: Repository, state: dict) -> None:
     async def ready():
         return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
 
-    @app.post("/v2/repository/index")
+    @app.post("/v2/repository/index", openapi_extra=INDEX_BODY)
     async def repository_index(request: Request):
         """Every model this server has or could load, with its state; {"ready": true}: the ready ones."""
         body = await request.body()
@@ -164,14 +166,14 @@ def _add_kserve_routes(app, repo: Repository, state: dict) -> None:
             raise ProtocolError(400, 'the index request is a JSON object such as {"ready": true}')
         return repo.index(ready_only=options.get("ready", False))
 
-    @app.post("/v2/repository/models/{name}/load")
+    @app.post("/v2/repository/models/{name}/load", openapi_extra=LOAD_BODY)
     async def load(name: str, request: Request):
         """Read the model's file as it is now (a file exported or copied in after start) and serve it."""
         await _no_overrides(request)
         await repo.load(name)
         return {}
 
-    @app.post("/v2/repository/models/{name}/unload")
+    @app.post("/v2/repository/models/{name}/unload", openapi_extra=LOAD_BODY)
     async def unload(name: str, request: Request):
         await _no_overrides(request)
         await repo.unload(name)
@@ -219,7 +221,7 @@ async def _no_overrides(request: Request) -> None:
 def _add_classify_route(app, repo: Repository, strict_input: bool, max_pixels: int, decoder) -> None:
     warned: set[str] = set()  # models whose unfit uploads were logged: once each
 
-    @app.post("/v2/models/{name}/classify")
+    @app.post("/v2/models/{name}/classify", openapi_extra=CLASSIFY_BODY)
     async def classify(name: str, request: Request, top_k: int = 1):
         """Image files (multipart/form-data, any field name) -> top-k labels and probabilities, with the
         preprocessing of `edgecls infer`."""

@@ -17,6 +17,7 @@ import logging
 import grpc
 import numpy as np
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
@@ -61,6 +62,8 @@ def answering(method):
     @functools.wraps(method)
     async def wrapped(self, request, context):
         try:
+            if request is None:
+                raise ProtocolError(400, f"the request is not a valid {method.__name__}Request message")
             return await method(self, request, context)
         except ProtocolError as exc:
             await context.abort(status_of(exc), str(exc))
@@ -176,6 +179,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         stream (its error_message), not the end of it."""
         async for request in request_iterator:
             try:
+                if request is None:
+                    raise ProtocolError(400, "the request is not a valid ModelInferRequest message")
                 yield pb.ModelStreamInferResponse(infer_response=await self._infer(request))
             except ProtocolError as exc:
                 yield pb.ModelStreamInferResponse(error_message=str(exc))
@@ -191,6 +196,37 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return await m.infer(parse, lambda req, logits: infer_response(name, req, logits, labels))
 
 
+def _lenient(message_class):
+    """A request deserializer that answers None for bytes that are not a valid message: the method then
+    refuses it with INVALID_ARGUMENT (the generated one's DecodeError would reach the client as UNKNOWN)."""
+
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return None
+
+    return parse
+
+
+def _handlers(servicer: InferenceService) -> grpc.GenericRpcHandler:
+    """The methods this service implements, registered as the generated add_..._to_server registers them
+    (names and messages from Triton's service descriptor), with lenient deserializers. Methods it does not
+    implement (shared memory, trace and log settings) are UNIMPLEMENTED."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        if method.name not in vars(InferenceService):
+            continue
+        make = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
 async def start_grpc(repo: Repository, address: str, max_message: int, reject_nonfinite: bool, state: dict):
     """A started grpc.aio server for `repo` on `address` ("host:port"); `.port` is the port it bound."""
     server = grpc.aio.server(
@@ -200,7 +236,7 @@ async def start_grpc(repo: Repository, address: str, max_message: int, reject_no
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a second listener
         ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(repo, reject_nonfinite, state), server)
+    server.add_generic_rpc_handlers((_handlers(InferenceService(repo, reject_nonfinite, state)),))
     port = server.add_insecure_port(address)
     await server.start()
     server.port = port
