@@ -16,9 +16,11 @@ Clients (--client): `raw` (default) sends pre-encoded binary-tensor requests ove
 uvloop and decodes each response itself; `tritonclient` uses tritonclient.http.aio. Client and server
 share this machine's cores, and tritonclient's own per-request Python work was measured to leave the
 server mostly idle, so `raw` measures the server and `tritonclient` what a Python Triton client sees.
+`perf_analyzer` runs Triton's own load generator over HTTP and gRPC against edgecls (batching on and off)
+and against a KServe Python server on the same ONNX files, the peer (benchmarks/perf_analyzer.py).
 
-Writes serve.json and serve.md (serve-tritonclient.* with --client tritonclient) to --out (default
-benchmarks/results) and exits 1 if any response was lost or wrong.
+Writes serve.json and serve.md (serve-<client>.* with another --client) to --out (default
+benchmarks/results) and exits 1 if any response was lost or wrong (or perf_analyzer failed).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -65,7 +68,9 @@ def get_json(url: str, path: str) -> dict:
         return json.loads(resp.read())
 
 
-def start_server(models: list[str], threads: int, batching: bool, max_batch: int, max_delay_ms: float):
+def start_server(
+    models: list[str], threads: int, batching: bool, max_batch: int, max_delay_ms: float, grpc_port: int | None = None
+):
     port = free_port()
     cmd = [
         sys.executable,
@@ -84,6 +89,7 @@ def start_server(models: list[str], threads: int, batching: bool, max_batch: int
         "--max-delay-ms",
         str(max_delay_ms),
         "--dynamic-batching" if batching else "--no-dynamic-batching",
+        *(["--grpc-port", str(grpc_port)] if grpc_port else []),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"127.0.0.1:{port}"
@@ -330,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per model in the server")
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-delay-ms", type=float, default=0.0)
-    parser.add_argument("--client", choices=["raw", "tritonclient"], default="raw")
+    parser.add_argument("--client", choices=["raw", "tritonclient", "perf_analyzer"], default="raw")
+    parser.add_argument("--window-ms", type=int, default=3000, help="perf_analyzer's measurement window")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     try:
@@ -348,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     except (EdgeclsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.client == "perf_analyzer":
+        return with_perf_analyzer(names, clients, args, out, argv)
 
     rows, ceilings = [], {}
     for batching in (True, False):
@@ -419,6 +428,83 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"{bad} responses lost or wrong", file=sys.stderr)
     return 1 if bad else 0
+
+
+def with_perf_analyzer(names: list[str], clients: list[int], args, out: Path, argv) -> int:
+    """edgecls (batching on, batching off) and the KServe peer, HTTP and gRPC, each measured by perf_analyzer;
+    the servers run side by side and the measurements alternate between them, row by row."""
+    import perf_analyzer as pa
+
+    servers: dict[str, tuple] = {}
+    procs = []
+    try:
+        for label, batching in (("edgecls, batching on", True), ("edgecls, batching off", False)):
+            grpc_port = free_port()
+            proc, url = start_server(names, args.threads, batching, args.max_batch, args.max_delay_ms, grpc_port)
+            procs.append(proc)
+            servers[label] = (url, f"127.0.0.1:{grpc_port}", None)
+        http_port, grpc_port = free_port(), free_port()
+        procs.append(pa.start_kserve({n: find_onnx(n) for n in names}, args.threads, http_port, grpc_port))
+        kserve = f"KServe {pa.KSERVE_VERSION}"
+        servers[kserve] = (f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", "peer")
+        rows = []
+        for name in names:
+            shape = ",".join(map(str, (1, *Classifier(find_onnx(name), "cpu", threads=1).info.input_shape)))
+            for protocol in ("http", "grpc"):
+                for c in clients:
+                    for label, (http_url, grpc_url, peer) in servers.items():
+                        address = http_url if protocol == "http" else grpc_url
+                        try:
+                            row = pa.measure(name, address, protocol, c, args.window_ms, shape if peer else None)
+                        except RuntimeError as exc:  # one failed measurement is reported, the rest still run
+                            print(f"error: {exc}", file=sys.stderr)
+                            row = {"throughput": None, "p50_ms": None, "p99_ms": None, "server_split": None,
+                                   "error": str(exc)[:300]}  # fmt: skip
+                        row.update(model=name, protocol=protocol, clients=c, server=label)
+                        rows.append(row)
+                        if row["throughput"] is not None:
+                            print(f"{name:5} {protocol:4} clients {c:3} {label:22}: {row['throughput']:8,.0f} req/s "
+                                  f"p50 {row['p50_ms']:.2f} ms p99 {row['p99_ms']:.2f} ms", flush=True)  # fmt: skip
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
+    summary = []
+    for name in names:
+        for protocol in ("http", "grpc"):
+            for c in clients:
+                key = (name, protocol, c)
+                got = {r["server"]: r["throughput"] for r in rows if (r["model"], r["protocol"], r["clients"]) == key}
+                if None in got.values():
+                    continue
+                summary.append({
+                    "model": name, "protocol": protocol, "clients": c,
+                    "on_over_kserve": got["edgecls, batching on"] / got[kserve],
+                    "off_over_kserve": got["edgecls, batching off"] / got[kserve],
+                })  # fmt: skip
+    meta = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/serve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cpu": cpu_name(),
+        "client": "perf_analyzer",
+        "perf_analyzer": os.environ.get("PA_VERSION", "2.60.0"),  # the wheel the tool runs (its binary says 0.0.0)
+        "kserve": pa.KSERVE_VERSION,
+        "threads": args.threads,
+        "max_batch": args.max_batch,
+        "max_delay_ms": args.max_delay_ms,
+        "window_ms": args.window_ms,
+        "edgecls_version": __version__,
+    }
+    text = pa.markdown(rows, summary, meta)
+    write_report(out, "serve-perf_analyzer", text, {**meta, "rows": rows, "summary": summary})
+    print(text)
+    failed = sum(r["throughput"] is None for r in rows)
+    if failed:
+        print(f"{failed} measurements failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """The docs site's results pages, generated from the benchmarks' JSON, never typed by hand:
 
-    python scripts/results_pages.py            # benchmarks/results/*.json -> docs/results/*.md
+    python scripts/results_pages.py            # benchmarks/results/*.json -> docs/results/*.md (+ README tables)
     python scripts/results_pages.py --check    # exit 1 when a page differs from what its JSON gives
 
 Each page renders one JSON file as it is: its top-level fields, then one table per list of records and
-one field table per nested object (nested values flattened to dotted names). tests/test_docs.py runs the
-check, so a page that disagrees with its JSON fails the tests.
+one field table per nested object (nested values flattened to dotted names). The README's headline
+tables sit between `<!-- results:NAME -->` and `<!-- /results:NAME -->` and are written here too, from
+NAME.json. tests/test_docs.py runs the check, so a page that disagrees with its JSON fails the tests.
 """
 
 from __future__ import annotations
@@ -91,11 +92,46 @@ def _scalars(value) -> bool:
     return isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value)
 
 
+def serving_headline(data: dict) -> list[str]:
+    """serve-perf_analyzer.json: req/s (p50 / p99 ms) per server, and edgecls's ratio to the KServe peer."""
+    servers = list(dict.fromkeys(r["server"] for r in data["rows"]))
+    lines = [
+        f"`{data['command']}`, {data['created'][:10]}, {data['cpu']}, {data['threads']} ORT thread per model; "
+        f"perf_analyzer {data['perf_analyzer']} on the same machine. req/s (p50 / p99 ms):",
+        "",
+        "| model | protocol | clients | " + " | ".join(servers) + " | batching on / KServe |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in servers) + " | --- |",
+    ]
+    ratios = {(s["model"], s["protocol"], s["clients"]): s["on_over_kserve"] for s in data["summary"]}
+    for key in ratios:
+        got = {r["server"]: r for r in data["rows"] if (r["model"], r["protocol"], r["clients"]) == key}
+        cells = [f"{got[s]['throughput']:,.0f} ({got[s]['p50_ms']:.1f} / {got[s]['p99_ms']:.1f})" for s in servers]
+        lines.append(f"| `{key[0]}` | {key[1]} | {key[2]} | " + " | ".join(cells) + f" | {ratios[key]:.1f}x |")
+    return lines
+
+
+README_TABLES = {"serve-perf_analyzer": serving_headline}
+
+
+def readme(text: str) -> str:
+    """The README with each generated table written from its JSON."""
+    for stem, render_table in README_TABLES.items():
+        begin, end = f"<!-- results:{stem} -->", f"<!-- /results:{stem} -->"
+        if begin not in text or not (RESULTS / f"{stem}.json").is_file():
+            continue
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        body = "\n".join(render_table(json.loads((RESULTS / f"{stem}.json").read_text())))
+        text = f"{head}{begin}\n{body}\n{end}{tail}"
+    return text
+
+
 def pages() -> dict[Path, str]:
     out = {PAGES / f"{f.stem}.md": render(f.stem, json.loads(f.read_text())) for f in sorted(RESULTS.glob("*.json"))}
     index = ["# Results", "", "Every page here is generated from a benchmark's JSON (`scripts/results_pages.py`):", ""]
     index += [f"- [{p.stem}]({p.name})" for p in out]
     out[PAGES / "index.md"] = "\n".join(index) + "\n"
+    out[REPO / "README.md"] = readme((REPO / "README.md").read_text())
     return out
 
 
@@ -105,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wanted = pages()
     if args.check:
-        stale = [f"docs/results/{p.name}" for p, text in wanted.items() if not p.is_file() or p.read_text() != text]
+        stale = [str(p.relative_to(REPO)) if p.parent == REPO else f"docs/results/{p.name}"
+                 for p, text in wanted.items() if not p.is_file() or p.read_text() != text]  # fmt: skip
         extra = [f"docs/results/{p.name}" for p in PAGES.glob("*.md") if p not in wanted]
         for name in stale + extra:
             print(f"{name} does not match benchmarks/results/ (run python scripts/results_pages.py)", file=sys.stderr)
@@ -113,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     PAGES.mkdir(parents=True, exist_ok=True)
     for path, text in wanted.items():
         path.write_text(text)
-    print(f"wrote {len(wanted)} pages into docs/results")
+    print(f"wrote {len(wanted) - 1} pages into docs/results and the README's result tables")
     return 0
 
 

@@ -113,7 +113,8 @@ def from_bytes(raw: bytes, shape: list[int]) -> np.ndarray:
 def from_values(values, shape: list[int]) -> np.ndarray:
     """FP32 tensor data sent as numbers (a JSON list, flat or nested; gRPC's typed contents)."""
     try:
-        array = np.asarray(values, dtype=np.float32).reshape(-1)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, as in Triton; beyond float64: 400
+            array = np.asarray(values, dtype=np.float32).reshape(-1)
     except (ValueError, TypeError, OverflowError):
         raise ProtocolError(400, f"input '{INPUT_NAME}' data must be float32 numbers (a flat or nested list)") from None
     count = math.prod(shape)

@@ -6,6 +6,7 @@ import functools
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "data_root" in item.fixturenames:
             item.add_marker(pytest.mark.slow)
+
+
+def _child_servers() -> list[str]:
+    """Command lines of this process's live children that serve (edgecls serve or web, or a peer server)."""
+    me, found = str(os.getpid()), []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            cmd = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # it ended while being read
+            continue
+        if fields.get("PPid", "").strip() == me and fields.get("State", "").strip()[:1] != "Z" and " serve" in cmd:
+            found.append(cmd.strip())
+    return found
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_server_left_behind(request):
+    """The serving tests start servers as processes; each module must leave none running."""
+    yield
+    if request.module.__name__.startswith(("test_serve", "test_web")):
+        deadline = time.monotonic() + 10
+        while _child_servers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _child_servers(), f"{request.module.__name__} left servers running: {_child_servers()}"
 
 
 @functools.cache

@@ -451,6 +451,19 @@ def test_serve_command_refuses_bad_options_in_one_line(cli, tmp_path):
     assert_one_line_error(cli("serve", "--max-delay-ms", "-1", "--port", port), "--max-delay-ms")
     assert_one_line_error(cli("serve", "--max-body-mb", "0", "--port", port), "--max-body-mb")
     assert_one_line_error(cli("serve", "--threads", "0", "--port", port), "--threads")
+    assert_one_line_error(cli("serve", "--max-image-pixels", "0", "--port", port), "--max-image-pixels")
+    assert_one_line_error(cli("serve", "--decode-workers", "0", "--port", port), "--decode-workers")
+    assert_one_line_error(cli("serve", "--shutdown-timeout", "-1", "--port", port), "--shutdown-timeout")
+    assert_one_line_error(cli("serve", "--port", port, "--grpc-port", port), "--grpc-port", "the HTTP --port too")
+    assert_one_line_error(cli("serve", "--port", port, "--grpc-port", "70000"), "--grpc-port 70000 is not a TCP port")
+    busy = __import__("socket").socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        result = cli("serve", "--port", port, "--grpc-port", busy.getsockname()[1])
+        assert_one_line_error(result, "cannot listen", "--grpc-port")
+    finally:
+        busy.close()
     assert_one_line_error(cli("serve", "--port", "70000"), "not a TCP port")
     assert_one_line_error(cli("serve", "--onnx", tmp_path / "none.onnx", "--port", port), "no such file")
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
@@ -460,6 +473,13 @@ def test_serve_command_refuses_bad_options_in_one_line(cli, tmp_path):
     )
     result = cli("serve", "--model", "gru", "--artifacts", tmp_path, "--port", port)
     assert_one_line_error(result, "no ONNX model for gru")
+    assert result.exit_code == 2
+
+
+def test_grpc_without_its_extra_names_the_install(cli, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "grpc", None)  # as on a core install without edgecls[grpc]
+    result = cli("serve", "--port", str(free_port()), "--grpc-port", "0")
+    assert_one_line_error(result, "--grpc-port needs grpcio", "grpc is missing", "pip install 'edgecls[grpc]'")
     assert result.exit_code == 2
 
 

@@ -2,6 +2,10 @@
 and tritonclient.http, raw and typed tensors), the model config Triton's image classification example
 reads, the statistics extension, Triton's rule for NaN inputs, and gRPC status codes for refusals."""
 
+import re
+import subprocess
+from pathlib import Path
+
 import grpc
 import numpy as np
 import pytest
@@ -155,17 +159,19 @@ def test_triton_image_client_flow_works_unchanged(servers, classifiers, name, pr
 
 
 def test_the_config_is_one_over_http_grpc_and_the_written_repository(servers, classifiers, tmp_path):
-    """HTTP's JSON, gRPC's ModelConfig and the config.pbtxt `edgecls triton` writes are the same message,
-    with the fields Triton's clients read."""
+    """For every shipped model, HTTP's JSON, gRPC's ModelConfig and the config.pbtxt `edgecls triton`
+    writes are the same message, with the fields Triton's clients read."""
     url, address, _ = servers
-    write_repository(tmp_path, {"cnn": shipped_onnx("cnn")}, max_batch=MAX_BATCH, max_delay_ms=2)
-    written = text_format.Parse((tmp_path / "cnn" / "config.pbtxt").read_text(), mc.ModelConfig())
-    over_http = json_format.ParseDict(hc.InferenceServerClient(url).get_model_config("cnn"), mc.ModelConfig())
-    over_grpc = gc.InferenceServerClient(address).get_model_config("cnn").config
-    assert over_http == over_grpc == written
-    assert over_grpc.input[0].format == mc.ModelInput.FORMAT_NCHW and list(over_grpc.input[0].dims) == [3, 32, 32]
-    assert over_grpc.input[0].data_type == mc.TYPE_FP32 and list(over_grpc.output[0].dims) == [10]
-    assert over_grpc.max_batch_size == MAX_BATCH and over_grpc.dynamic_batching.max_queue_delay_microseconds == 2000
+    write_repository(tmp_path, {n: shipped_onnx(n) for n in SHIPPED}, max_batch=MAX_BATCH, max_delay_ms=2)
+    for name, clf in classifiers.items():
+        written = text_format.Parse((tmp_path / name / "config.pbtxt").read_text(), mc.ModelConfig())
+        over_http = json_format.ParseDict(hc.InferenceServerClient(url).get_model_config(name), mc.ModelConfig())
+        over_grpc = gc.InferenceServerClient(address).get_model_config(name).config
+        assert over_http == over_grpc == written, name
+        (inp,), (out,) = over_grpc.input, over_grpc.output
+        assert inp.format == mc.ModelInput.FORMAT_NCHW and tuple(inp.dims) == clf.info.input_shape
+        assert inp.data_type == out.data_type == mc.TYPE_FP32 and list(out.dims) == [len(clf.class_names)]
+        assert over_grpc.max_batch_size == MAX_BATCH and over_grpc.dynamic_batching.max_queue_delay_microseconds == 2000
 
 
 def test_statistics_count_every_request_over_both_protocols(classifiers):
@@ -267,3 +273,23 @@ def test_grpc_refusals_are_status_codes_with_the_http_message(servers, classifie
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     np.testing.assert_allclose(grpc_logits(address, "gru", x), classifiers["gru"].run(x), atol=1e-5, rtol=0)
     assert request(url, "GET", "/v2/health/live")[0] == 200
+
+
+PERF_ANALYZER = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "perf-analyzer"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PERF_ANALYZER.is_file(), reason=f"Triton's perf_analyzer is not at {PERF_ANALYZER}")
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_perf_analyzer_runs_with_its_defaults(servers, protocol):
+    """Triton's own load generator, unchanged options (random data, NaN included; no -x): it runs, and it
+    reads the server's statistics to split the latency."""
+    url, address, _ = servers
+    done = subprocess.run(
+        [str(PERF_ANALYZER), "-m", "gru", "-u", url if protocol == "http" else address, "-i", protocol,
+         "--concurrency-range", "2:2", "--measurement-interval", "1000", "--stability-percentage", "100"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+    assert re.search(r"Throughput: [\d.]+ infer/sec", done.stdout), done.stdout
+    assert re.search(r"Avg request latency: \d+ usec \(overhead \d+ usec \+ queue \d+ usec", done.stdout), done.stdout
