@@ -320,9 +320,10 @@ def quantize_cmd(model, precision, onnx_file, calibration, data_dir, artifacts):
 
 provider_option = choice_option(
     "--provider",
-    ["auto", "cpu", "cuda"],
+    ["auto", "cpu", "cuda", "openvino"],  # runtime.engine.PROVIDERS (a test holds them equal; no import here)
     "auto",
-    "ONNX Runtime provider; cuda fails if CUDA cannot run, auto says what it took.",
+    "Engine: ONNX Runtime on the cpu or cuda (fails if CUDA cannot run; auto says what it took), or "
+    "openvino (Intel's runtime on the same file, fp32; needs edgecls[openvino]).",
 )
 
 

@@ -24,6 +24,7 @@ ENGINES = {
     "auto": "edgecls.runtime.ort_engine:OrtEngine",
     "cpu": "edgecls.runtime.ort_engine:OrtEngine",
     "cuda": "edgecls.runtime.ort_engine:OrtEngine",
+    "openvino": "edgecls.runtime.openvino_engine:OpenVinoEngine",
 }
 PROVIDERS = tuple(ENGINES)
 

@@ -43,8 +43,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "
 fi
 echo "set-up [1/3]: Python environment in $venv" >&2
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-echo "set-up [2/3]: pip install -e '.[train,test,ray,docs,grpc]' (a first install takes minutes: torch's CUDA build is most of it)" >&2
-"$venv/bin/python" -m pip install --progress-bar on --disable-pip-version-check -e "$root[train,test,ray,docs,grpc]" 2>&1 \
+echo "set-up [2/3]: pip install -e '.[train,test,ray,docs,grpc,openvino]' (a first install takes minutes: torch's CUDA build is most of it)" >&2
+"$venv/bin/python" -m pip install --progress-bar on --disable-pip-version-check -e "$root[train,test,ray,docs,grpc,openvino]" 2>&1 \
   | grep -v -e "^WARNING: Location .* is ignored" -e "^Requirement already satisfied" >&2 || true
 "$venv/bin/python" -c "$check" || { echo "set-up failed" >&2; exit 1; }
 # The browser page's onnxruntime-web, pinned by web/package-lock.json (npm's registry is reachable where PyPI is).

@@ -1,0 +1,87 @@
+"""The OpenVINO engine (`--provider openvino`, extra `edgecls[openvino]`): Intel's runtime reading the
+same .onnx file, compiled for the CPU. Its graph compiler fuses the recurrent models' per-step nodes
+into its own sequence ops and, on CPUs with AMX or AVX512-BF16, runs in bf16 unless told otherwise.
+
+Precision: `precision="fp32"` (the default here) holds OpenVINO to f32 arithmetic (INFERENCE_PRECISION_HINT
+f32), so the logits answer like the model that was trained, within its export tolerance; "bf16" lets it
+use bf16 where the CPU has the instructions (logits move by up to ~1e-1: gated on accuracy, not parity).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgecls.errors import MissingExtra, UsageError
+from edgecls.metadata import read_props
+
+from .engine import Engine, TensorInfo
+from .parallel import available_cpus
+
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+OV_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "u8": "tensor(uint8)"}
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise MissingExtra("--provider openvino needs OpenVINO: pip install 'edgecls[openvino]'") from None
+    return openvino
+
+
+class OpenVinoEngine(Engine):
+    """One compiled model on OpenVINO's CPU plugin, latency-tuned, with `threads` inference threads."""
+
+    def __init__(
+        self, path: Path, provider: str = "openvino", threads: int | None = None, split: bool = True, precision="fp32"
+    ):
+        ov = _openvino()
+        if precision not in PRECISIONS:
+            raise UsageError(f"OpenVINO runs precision fp32 or bf16, not {precision!r}")
+        self.path, self.provider, self.precision = path, "openvino", precision
+        self.threads = threads or available_cpus()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+            self.compiled = core.compile_model(
+                model,
+                "CPU",
+                {
+                    "INFERENCE_NUM_THREADS": self.threads,
+                    "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+                    "PERFORMANCE_HINT": "LATENCY",
+                },
+            )
+        except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"OpenVINO cannot compile {path}: {first[:300]}") from None
+        self.request = self.compiled.create_infer_request()
+        self.providers = [f"OpenVINO CPU ({ov.get_version().split('-')[0]}, {PRECISIONS[precision]})"]
+        self._props = read_props(path)
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: np.ascontiguousarray(inputs, dtype=np.float32)})
+        return np.array(result[self.compiled.output(0)], dtype=np.float32)  # a copy: the request reuses its buffer
+
+    def metadata(self) -> dict[str, str]:
+        return self._props
+
+    def _tensors(self, ports) -> list[TensorInfo]:
+        out = []
+        for port in ports:
+            shape = tuple(d.get_length() if d.is_static else "batch" for d in port.get_partial_shape())
+            out.append(
+                TensorInfo(port.get_any_name(), OV_TYPES.get(port.get_element_type().get_type_name(), "?"), shape)
+            )
+        return out
+
+    def inputs(self) -> list[TensorInfo]:
+        return self._tensors(self.compiled.inputs)
+
+    def outputs(self) -> list[TensorInfo]:
+        return self._tensors(self.compiled.outputs)
+
+    def execution(self, rows: int) -> str:
+        return f"OpenVINO CPU, {self.threads} thread{'s' if self.threads > 1 else ''}, {self.precision}"
