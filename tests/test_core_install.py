@@ -220,5 +220,5 @@ def test_sigterm_stops_the_server_gracefully(core_venv):
     proc = start_server(core_venv, port, "gru")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGTERM, err  # uvicorn ends by the signal after its graceful shutdown
-    assert "Traceback" not in err
+    assert proc.returncode == 0, err  # a graceful stop, as an orchestrator expects (uvicorn alone re-raised it)
+    assert "Traceback" not in err and err.rstrip().endswith("stopped")

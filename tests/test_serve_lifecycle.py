@@ -142,7 +142,7 @@ def test_three_large_uploads_at_once_stay_within_the_memory_budget():
 
 
 def test_sigterm_answers_every_request_in_flight_then_exits_0():
-    """Classify uploads (seconds of decoding), HTTP infer and gRPC infer requests are in flight when SIGTERM
+    """Classify uploads over HTTP (seconds of decoding) and gRPC infer requests are in flight when SIGTERM
     arrives: every one is answered with 200 / OK, new connections are refused, and the process exits 0."""
     files = _big_images(8 << 20, size=(1500, 1500))
     body, kind = multipart(files)
