@@ -162,8 +162,13 @@ def bench_model(
     batch_sizes: tuple[int, ...],
     seconds: float,
     gemm: float,
+    peers: dict | None = None,
+    accuracy: dict | None = None,
 ) -> dict:
+    """`peers`: name -> engine timed beside eager and ONNX Runtime in the same rounds (--peers);
+    `accuracy`: configuration -> points on the full test split, where it was measured."""
     spec, classifier, model, device, ckpt_path = pair.spec, pair.classifier, pair.model, pair.device, pair.checkpoint
+    peers = peers or {}
     flops = model_flops(model.cpu(), spec)
     model.to(device)
     rows = []
@@ -179,12 +184,14 @@ def bench_model(
         def onnx(x_np=x_np):
             return classifier.run(x_np)  # the runtime's own path: a big batch is split over 1-thread sessions
 
+        sides = {"eager": eager, "onnx": onnx}
+        sides.update({name: (lambda x_np=x_np, e=engine: e.run(x_np)) for name, engine in peers.items()})
         diff = float(np.abs(eager().numpy() - onnx()).max())  # also the warm-up
-        for fn in (eager, onnx):
+        for fn in sides.values():
             time_calls(fn, min(0.2, seconds / 5), min_reps=2)
-        times = {"eager": [], "onnx": []}
+        times = {side: [] for side in sides}
         for _ in range(ROUNDS):
-            for side, fn in (("eager", eager), ("onnx", onnx)):
+            for side, fn in sides.items():
                 time.sleep(SETTLE_S)
                 times[side].append(time_calls(fn, seconds / ROUNDS))
         row = {
@@ -194,6 +201,12 @@ def bench_model(
             "onnx_execution": classifier.execution(batch),
             "max_abs_logit_diff": diff if ckpt_path else None,
         }  # fresh weights: not the same model
+        if peers:
+            row["peers"] = {
+                name: {"engine": "openvino", "precision": engine.arithmetic, **_summary(times[name], batch)}
+                for name, engine in peers.items()
+            }
+            row["best"] = best_offered(row, accuracy or {})
         row["speedup"] = row["onnx"]["images_per_s"] / row["eager"]["images_per_s"]
         row["speedup_best_round"] = row["onnx"]["images_per_s_best_round"] / row["eager"]["images_per_s_best_round"]
         for side in ("eager", "onnx"):
@@ -217,8 +230,80 @@ def bench_model(
         "onnx_nodes": nodes,
         "rows": rows,
     }
-    result["bounds"] = bounds(result)
+    result["bounds"] = bounds(result) + peer_bounds(result, accuracy or {})
+    if accuracy:
+        result["accuracy_points"] = accuracy
     return result
+
+
+# --peers: what a user could run instead (name -> OpenVinoEngine precision), and which of them edgecls offers
+PEERS = {"openvino": "default", "openvino-fp32": "fp32"}
+OFFERED = {"onnx": ("onnxruntime", "fp32"), "openvino-fp32": ("openvino", "fp32")}  # --provider cpu / openvino
+ACCURACY_GATE_POINTS = 0.5
+
+
+def best_offered(row: dict, accuracy: dict) -> dict:
+    """The fastest configuration edgecls offers (ONNX Runtime fp32, or OpenVINO fp32 through --provider
+    openvino) within ACCURACY_GATE_POINTS of ONNX Runtime fp32 on the full test split, where that was
+    measured (fp32 configurations are parity-tested; their delta is reported when the data is there)."""
+    candidates = []
+    for side, (engine, precision) in OFFERED.items():
+        stats = row[side] if side == "onnx" else row["peers"][side]
+        delta = accuracy.get(side, {}).get("delta_points")
+        if delta is None or abs(delta) <= ACCURACY_GATE_POINTS:
+            candidates.append((stats["images_per_s"], engine, precision, delta))
+    speed, engine, precision, delta = max(candidates)
+    return {"engine": engine, "precision": precision, "images_per_s": speed, "accuracy_delta_points": delta}
+
+
+def peer_bounds(result: dict, accuracy: dict) -> list[str]:
+    """For each batch where a peer outruns the best configuration edgecls offers: by how much, and why."""
+    out = []
+    for row in result["rows"]:
+        best = row.get("best")
+        for name, peer in (row.get("peers") or {}).items():
+            if best is None or peer["images_per_s"] <= best["images_per_s"]:
+                continue
+            ratio = peer["images_per_s"] / best["images_per_s"]
+            line = (f"batch {row['batch_size']}: OpenVINO ({name}, computing in {peer['precision']}) runs "
+                    f"{peer['images_per_s']:,.0f} img/s, {ratio:.2f}x the best edgecls offers "
+                    f"({best['engine']} {best['precision']}, {best['images_per_s']:,.0f})")  # fmt: skip
+            if peer["precision"] != "fp32":
+                delta = accuracy.get(name, {}).get("delta_points")
+                moved = f"{delta:+.2f} points on the full test split" if delta is not None else "not measured"
+                line += f": reduced precision, which edgecls does not offer yet (accuracy {moved})"
+            out.append(line)
+    return out
+
+
+def open_peers(pair: Pair, threads: int) -> dict:
+    from edgecls.runtime.openvino_engine import OpenVinoEngine
+
+    return {name: OpenVinoEngine(pair.onnx_path, threads=threads, precision=p) for name, p in PEERS.items()}
+
+
+def peer_accuracy(pair: Pair, peers: dict, data_dir: str | None) -> dict:
+    """Accuracy (percent) of ONNX Runtime fp32 and of each peer on the model's full test split, and each
+    one's delta from ONNX Runtime in points; {} where the test split is not found."""
+    from edgecls.data import load_for_spec
+
+    try:
+        test = load_for_spec(pair.spec, "test", data_dir)
+    except EdgeclsError as exc:
+        log.info(f"{pair.spec.name}: accuracy not measured ({exc}); best is taken among fp32 configurations")
+        return {}
+    test = test.subset(torch.arange(len(test)))  # decoded once
+    uint8, labels = test.images().numpy(), test.labels.numpy()
+    runs = {"onnx": pair.classifier.run, **{name: engine.run for name, engine in peers.items()}}
+    out = {}
+    for name, run in runs.items():
+        pre = pair.classifier.preprocess
+        pred = np.concatenate([run(pre.normalize(uint8[i : i + 256])).argmax(1) for i in range(0, len(uint8), 256)])
+        out[name] = {"accuracy_pct": float((pred == labels).mean() * 100)}
+    for name in out:
+        out[name]["delta_points"] = out[name]["accuracy_pct"] - out["onnx"]["accuracy_pct"]
+    out["images"] = int(len(labels))
+    return out
 
 
 def onnx_nodes(path: Path) -> int:
@@ -423,9 +508,11 @@ def bench(
     e2e_images: int | None = None,
     data_dir: str | None = None,
     out: str | Path = f"{RUNS}/bench",
+    peers: bool = False,
 ) -> dict:
     """Benchmark `model` ("all" or a name); writes <out>/bench.json and bench.png. e2e_images: None all
-    10,000 CIFAR-10 test JPEGs, 0 skips the end-to-end run."""
+    10,000 CIFAR-10 test JPEGs, 0 skips the end-to-end run. `peers`: OpenVINO at its default precision
+    and in fp32 timed beside them, each row's best edgecls configuration, accuracies on the test split."""
     if provider not in ("cpu", "cuda"):
         raise UsageError(f"unknown provider {provider!r}; use cpu or cuda")
     names = (
@@ -457,7 +544,21 @@ def bench(
         f"{'model':12}{'batch':>6}{'ms':>10}{'p90':>9}{'img/s':>9}{'GEMM%':>8}{'ms':>10}{'p90':>9}{'img/s':>9}"
         f"{'GEMM%':>8}{'speedup':>9}"
     )
-    results = [bench_model(pair, batch_sizes=batch_sizes, seconds=seconds, gemm=gemm) for pair in pairs]
+    if peers and provider != "cpu":
+        raise UsageError("--peers compares CPU engines; use --provider cpu")
+    peer_engines = {p.spec.name: open_peers(p, threads) for p in pairs} if peers else {}
+    accuracy = {p.spec.name: peer_accuracy(p, peer_engines[p.spec.name], data_dir) for p in pairs} if peers else {}
+    results = [
+        bench_model(pair, batch_sizes=batch_sizes, seconds=seconds, gemm=gemm,
+                    peers=peer_engines.get(pair.spec.name), accuracy=accuracy.get(pair.spec.name))
+        for pair in pairs
+    ]  # fmt: skip
+    for res in results if peers else ():
+        for row in res["rows"]:
+            cells = ", ".join(f"{n} {v['images_per_s']:,.0f}" for n, v in row["peers"].items())
+            b = row["best"]
+            log.info(f"{res['model']:12}{row['batch_size']:>6}  peers: {cells} img/s; best: {b['engine']} "
+                     f"{b['precision']} {b['images_per_s']:,.0f} img/s")  # fmt: skip
     for res in results:
         for line in res["bounds"]:
             log.info(f"{res['model']}: {line}")
@@ -467,6 +568,7 @@ def bench(
         "hardware": hardware(provider, threads),
         "gemm_gflops": gemm,
         "seconds_per_point": seconds,
+        "peers": {name: f"OpenVINO, precision {p}" for name, p in PEERS.items()} if peers else None,
         "models": results,
         "skipped": skipped,
     }

@@ -552,9 +552,15 @@ def evaluate_cmd(model, **options):
 @click.option(
     "--out", type=click.Path(), default=f"{RUNS}/bench", show_default=True, help="Folder for bench.json and bench.png."
 )
+@click.option(
+    "--peers",
+    is_flag=True,
+    help="Also time OpenVINO (its default precision, and fp32) in the same rounds, give each row the fastest "
+    "configuration edgecls offers, and measure accuracies on the full test split (needs edgecls[openvino]).",
+)
 @cli_errors()
 @needs_training_extra
-def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_dir, artifacts, out):
+def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_dir, artifacts, out, peers):
     """Latency and throughput of eager PyTorch against ONNX Runtime per model and batch size, and the
     end-to-end `edgecls infer` rate on CIFAR-10 JPEGs against an ImageFolder + DataLoader baseline."""
     from .bench import bench, parse_batch_sizes
@@ -569,6 +575,7 @@ def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_d
         e2e_images=e2e_images,
         data_dir=data_dir,
         out=out,
+        peers=peers,
     )
 
 

@@ -2,9 +2,11 @@
 same .onnx file, compiled for the CPU. Its graph compiler fuses the recurrent models' per-step nodes
 into its own sequence ops and, on CPUs with AMX or AVX512-BF16, runs in bf16 unless told otherwise.
 
-Precision: `precision="fp32"` (the default here) holds OpenVINO to f32 arithmetic (INFERENCE_PRECISION_HINT
-f32), so the logits answer like the model that was trained, within its export tolerance; "bf16" lets it
-use bf16 where the CPU has the instructions (logits move by up to ~1e-1: gated on accuracy, not parity).
+Precision: `precision="fp32"` (what `--provider openvino` runs) holds OpenVINO to f32 arithmetic
+(INFERENCE_PRECISION_HINT f32), so the logits answer like the model that was trained, within its export
+tolerance. "default" leaves OpenVINO its own choice, as a user calling it directly gets: bf16 on CPUs with
+AMX or AVX512-BF16 (logits move by up to ~1e-1), f32 elsewhere; `edgecls bench --peers` measures it as a
+peer.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from edgecls.metadata import read_props
 from .engine import Engine, TensorInfo
 from .parallel import available_cpus
 
-PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+PRECISIONS = {"fp32": "f32", "default": None}
 OV_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "u8": "tensor(uint8)"}
 
 
@@ -39,26 +41,24 @@ class OpenVinoEngine(Engine):
     ):
         ov = _openvino()
         if precision not in PRECISIONS:
-            raise UsageError(f"OpenVINO runs precision fp32 or bf16, not {precision!r}")
+            raise UsageError(f"OpenVINO runs precision {' or '.join(PRECISIONS)} here, not {precision!r}")
         self.path, self.provider, self.precision = path, "openvino", precision
         self.threads = threads or available_cpus()
         core = ov.Core()
         try:
             model = core.read_model(str(path))
-            self.compiled = core.compile_model(
-                model,
-                "CPU",
-                {
-                    "INFERENCE_NUM_THREADS": self.threads,
-                    "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
-                    "PERFORMANCE_HINT": "LATENCY",
-                },
-            )
+            config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"}
+            if PRECISIONS[precision]:
+                config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
+            self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UsageError(f"OpenVINO cannot compile {path}: {first[:300]}") from None
         self.request = self.compiled.create_infer_request()
-        self.providers = [f"OpenVINO CPU ({ov.get_version().split('-')[0]}, {PRECISIONS[precision]})"]
+        # what it computes in: bf16 or f32 (the hint, or OpenVINO's own choice for this CPU)
+        computes_in = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
+        self.arithmetic = {"f32": "fp32"}.get(computes_in, computes_in)
+        self.providers = [f"OpenVINO CPU ({ov.get_version().split('-')[0]}, {self.arithmetic})"]
         self._props = read_props(path)
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
@@ -84,4 +84,4 @@ class OpenVinoEngine(Engine):
         return self._tensors(self.compiled.outputs)
 
     def execution(self, rows: int) -> str:
-        return f"OpenVINO CPU, {self.threads} thread{'s' if self.threads > 1 else ''}, {self.precision}"
+        return f"OpenVINO CPU, {self.threads} thread{'s' if self.threads > 1 else ''}, {self.arithmetic}"

@@ -179,3 +179,53 @@ def test_accuracy_benchmark_quick_run_writes_the_table(tmp_path, data_root, caps
     assert "| `gru` |" in md and "Quick run" in md
     assert "missed the bar" in capsys.readouterr().err
     assert script.main(["--models", "gru", "--epochs", "1", "--ship", "--runs", str(tmp_path / "runs")]) == 2
+
+
+def _peers_run(cli, tmp_path, **env):
+    result = cli("bench", "--model", "gru", "--batch-sizes", "1,64", "--seconds", "0.05", "--threads", "1",
+                 "--e2e-images", "0", "--peers", "--out", tmp_path / "b", **env)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return json.loads((tmp_path / "b" / "bench.json").read_text())["models"][0], result.output
+
+
+def _check_peer_rows(model: dict) -> None:
+    """Each row: OpenVINO at its default precision and in fp32 with their rates, and as `best` the fastest
+    of the configurations edgecls offers (ONNX Runtime fp32, OpenVINO fp32), with that one's own rate."""
+    for row in model["rows"]:
+        peers = row["peers"]
+        assert set(peers) == {"openvino", "openvino-fp32"} and peers["openvino-fp32"]["precision"] == "fp32"
+        assert all(p["engine"] == "openvino" and p["images_per_s"] > 0 for p in peers.values())
+        offered = {
+            ("onnxruntime", "fp32"): row["onnx"]["images_per_s"],
+            ("openvino", "fp32"): peers["openvino-fp32"]["images_per_s"],
+        }
+        best = row["best"]
+        assert best["images_per_s"] == max(offered.values()) == offered[(best["engine"], best["precision"])]
+        faster = peers["openvino"]["images_per_s"] > best["images_per_s"]
+        said = [b for b in model["bounds"] if b.startswith(f"batch {row['batch_size']}: OpenVINO (openvino,")]
+        assert len(said) == faster  # a peer that outruns the best is explained
+
+
+def test_bench_peers_without_test_data(cli, tmp_path, monkeypatch):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edgecls[openvino]')")
+    monkeypatch.chdir(tmp_path)
+    import edgecls.data
+
+    monkeypatch.setattr(edgecls.data, "SHARED_SIBLING", tmp_path / "none")
+    monkeypatch.setattr(edgecls.data, "DEBIAN_DATASETS", tmp_path / "none")
+    model, output = _peers_run(cli, tmp_path, EDGECLS_DATA=str(tmp_path / "none"), XDG_CACHE_HOME=str(tmp_path))
+    _check_peer_rows(model)
+    assert "accuracy_points" not in model and all(r["best"]["accuracy_delta_points"] is None for r in model["rows"])
+    assert "accuracy not measured" in output
+
+
+def test_bench_peers_measures_accuracy_on_the_full_test_split(cli, tmp_path, monkeypatch, data_root):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edgecls[openvino]')")
+    monkeypatch.chdir(tmp_path)
+    model, _ = _peers_run(cli, tmp_path, EDGECLS_DATA=str(data_root))
+    _check_peer_rows(model)
+    acc = model["accuracy_points"]
+    assert acc["images"] == 10_000 and acc["onnx"]["delta_points"] == 0
+    assert abs(acc["onnx"]["accuracy_pct"] - 91.16) < 0.01  # the shipped gru's card
+    assert abs(acc["openvino-fp32"]["delta_points"]) <= 0.02  # fp32 against fp32: at most a tie flipped
+    assert all(r["best"]["accuracy_delta_points"] is not None for r in model["rows"])
