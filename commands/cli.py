@@ -323,7 +323,14 @@ provider_option = choice_option(
     ["auto", "cpu", "cuda", "openvino"],  # runtime.engine.PROVIDERS (a test holds them equal; no import here)
     "auto",
     "Engine: ONNX Runtime on the cpu or cuda (fails if CUDA cannot run; auto says what it took), or "
-    "openvino (Intel's runtime on the same file, fp32; needs edgecls[openvino]).",
+    "openvino (Intel's runtime on the same file; needs edgecls[openvino]).",
+)
+precision_option = choice_option(
+    "--precision",
+    ["fp32", "bf16"],  # runtime.engine.PRECISIONS (a test holds them equal)
+    "fp32",
+    "What the engine computes in: fp32 answers like the trained model; bf16 runs on --provider openvino with a "
+    "CPU that has AMX or AVX512-BF16, faster, gated on accuracy (evaluate's bar: 0.5 points).",
 )
 
 
@@ -337,6 +344,7 @@ provider_option = choice_option(
 @click.option("--model", "model", default=None, metavar="NAME", help="Use <artifacts>/<NAME>/model.onnx.")
 @click.option("--onnx", "onnx_file", type=click.Path(), default=None, help="An ONNX file made by edgecls export.")
 @provider_option
+@precision_option
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images per ONNX Runtime run.")
 @click.option("--top-k", type=int, default=1, show_default=True, help="Labels shown per image.")
 @click.option(
@@ -410,6 +418,7 @@ def infer_cmd(
     model,
     onnx_file,
     provider,
+    precision,
     batch_size,
     top_k,
     fmt,
@@ -436,6 +445,8 @@ def infer_cmd(
         onnx_file = str(find_onnx(model, artifacts))
     if engine == "ray" and strict_input:
         raise UsageError("--strict-input is for the local engine; --engine ray classifies every file as it is")
+    if engine == "ray" and precision != "fp32":
+        raise UsageError(f"--precision {precision} is for the local engine; --engine ray runs fp32")
     if engine == "ray":
         code = _infer_ray(
             paths,
@@ -468,6 +479,7 @@ def infer_cmd(
             draft=draft,
             resume=resume,
             strict_input=strict_input,
+            precision=precision,
         )
     sys.exit(code)
 
@@ -502,6 +514,7 @@ def _infer_ray(
 @main.command("evaluate")
 @model_option
 @provider_option
+@precision_option
 @data_dir_option
 @click.option("--limit", type=int, default=None, help="Evaluate N evenly spaced test images [all].")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Test images per run, on both sides.")
@@ -609,6 +622,7 @@ def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_d
 )
 @click.option("--port", type=int, default=8000, show_default=True, help="TCP port to listen on (0: any free one).")
 @provider_option
+@precision_option
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per model [one per core].")
 @click.option(
     "--max-batch",

@@ -32,11 +32,12 @@ class Classifier:
         split: bool = True,
         draft: bool = True,
         fast_jpeg: bool = True,
+        precision: str = "fp32",
     ):
-        """`provider` and `threads` choose the engine (open_engine); `split=False` keeps one session on the
-        CPU (see parallel.py). `draft` and `fast_jpeg`: how JPEG files decode (Preprocessor)."""
+        """`provider`, `threads` and `precision` choose the engine (open_engine); `split=False` keeps one
+        session on the CPU (see parallel.py). `draft` and `fast_jpeg`: how JPEG files decode (Preprocessor)."""
         self.path = Path(onnx_path)
-        self.engine: Engine = open_engine(self.path, provider, threads, split)
+        self.engine: Engine = open_engine(self.path, provider, threads, split, precision)
         self.info = ModelInfo.from_props(self.engine.metadata(), source=str(self.path))
         self.preprocess = Preprocessor.for_model(self.info, draft, fast_jpeg)
 

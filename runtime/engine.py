@@ -27,6 +27,9 @@ ENGINES = {
     "openvino": "edgecls.runtime.openvino_engine:OpenVinoEngine",
 }
 PROVIDERS = tuple(ENGINES)
+# --precision: what the engine computes in. fp32 answers like the trained model (parity-tested); bf16 is
+# OpenVINO's on CPUs with AMX or AVX512-BF16, gated on accuracy (evaluate, bench --peers), not on logits.
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Engine(abc.ABC):
     providers: list[str]  # the same in the backend's words, preferred first
     fallback_reason: str = ""  # for provider "auto": why the preferred device was not taken
     threads: int  # CPU threads it may use
+    precision: str = "fp32"  # what it computes in (PRECISIONS)
 
     @abc.abstractmethod
     def run(self, inputs: np.ndarray) -> np.ndarray:
@@ -79,14 +83,18 @@ def check_threads(threads) -> None:
         raise UsageError(f"--threads must be a whole number of at least 1 (got {threads!r})")
 
 
-def open_engine(path: str | Path, provider: str = "auto", threads: int | None = None, split: bool = True) -> Engine:
+def open_engine(
+    path: str | Path, provider: str = "auto", threads: int | None = None, split: bool = True, precision: str = "fp32"
+) -> Engine:
     """The engine serving `provider` for the model file at `path`. `threads`: CPU threads it may use [all
-    this process may use]; `split`: let it split large batches across threads (see parallel.py).
-    Every failure is a one-line EdgeclsError."""
+    this process may use]; `split`: let it split large batches across threads (see parallel.py);
+    `precision`: one of PRECISIONS, where the engine offers it. Every failure is a one-line EdgeclsError."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no ONNX model at {path}; run `edgecls export` first or pass --onnx FILE")
     check_threads(threads)
     check_provider(provider)
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
     module, name = ENGINES[provider].split(":")
-    return getattr(importlib.import_module(module), name)(path, provider, threads, split)
+    return getattr(importlib.import_module(module), name)(path, provider, threads, split, precision=precision)

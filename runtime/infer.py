@@ -276,6 +276,7 @@ def infer(
     draft: bool = True,
     resume: bool = False,
     strict_input: bool = False,
+    precision: str = "fp32",
 ) -> int:
     """Classify `paths`; returns the exit code: 0 all classified, 1 some files skipped.
 
@@ -296,7 +297,7 @@ def infer(
         raise UsageError("--resume works with --format csv or jsonl (results written line by line)")
     files = collect_files(paths)
     try:
-        classifier = Classifier(onnx_path, provider, threads, draft=draft)
+        classifier = Classifier(onnx_path, provider, threads, draft=draft, precision=precision)
     except EdgeclsError as exc:
         raise UsageError(str(exc)) from None
     if classifier.fallback_reason:

@@ -2,11 +2,12 @@
 same .onnx file, compiled for the CPU. Its graph compiler fuses the recurrent models' per-step nodes
 into its own sequence ops and, on CPUs with AMX or AVX512-BF16, runs in bf16 unless told otherwise.
 
-Precision: `precision="fp32"` (what `--provider openvino` runs) holds OpenVINO to f32 arithmetic
-(INFERENCE_PRECISION_HINT f32), so the logits answer like the model that was trained, within its export
-tolerance. "default" leaves OpenVINO its own choice, as a user calling it directly gets: bf16 on CPUs with
-AMX or AVX512-BF16 (logits move by up to ~1e-1), f32 elsewhere; `edgecls bench --peers` measures it as a
-peer.
+Precision: "fp32" (`--provider openvino`) holds OpenVINO to f32 arithmetic (INFERENCE_PRECISION_HINT f32),
+so the logits answer like the model that was trained, within its export tolerance. "bf16"
+(`--precision bf16`, on CPUs with AMX or AVX512-BF16) computes in bf16: logits move by up to ~1e-1, so it
+is gated on accuracy (evaluate, bench --peers). "default" leaves OpenVINO its own choice, as a user
+calling it directly gets (bf16 where the CPU has it, f32 elsewhere); `edgecls bench --peers` times it as
+a peer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from edgecls.metadata import read_props
 from .engine import Engine, TensorInfo
 from .parallel import available_cpus
 
-PRECISIONS = {"fp32": "f32", "default": None}
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "default": None}
 OV_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "u8": "tensor(uint8)"}
 
 
@@ -45,6 +46,8 @@ class OpenVinoEngine(Engine):
         self.path, self.provider, self.precision = path, "openvino", precision
         self.threads = threads or available_cpus()
         core = ov.Core()
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise UsageError("--precision bf16 needs a CPU with AMX or AVX512-BF16, which this one lacks; use fp32")
         try:
             model = core.read_model(str(path))
             config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"}

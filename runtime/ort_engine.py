@@ -133,7 +133,14 @@ class OrtEngine(Engine):
     """One ONNX Runtime session (the whole batch, all threads) and, on the CPU with 2 threads or more,
     1-thread sessions that large batches are split across."""
 
-    def __init__(self, path: Path, provider: str = "auto", threads: int | None = None, split: bool = True):
+    def __init__(
+        self, path: Path, provider: str = "auto", threads: int | None = None, split: bool = True, precision="fp32"
+    ):
+        if precision != "fp32":
+            raise UsageError(
+                f"--precision {precision} runs on --provider openvino; ONNX Runtime runs the file in fp32 "
+                "(edgecls quantize writes int8 and fp16 files for it)"
+            )
         self.path = path
         self.session, self.fallback_reason = create_session(str(path), provider, threads)
         self.providers = self.session.get_providers()

@@ -34,6 +34,7 @@ def serve(
     decode_workers: int = DECODE_WORKERS,
     grpc_port: int | None = None,
     shutdown_timeout: float = 30.0,
+    precision: str = "fp32",
 ) -> None:
     if max_batch < 1:
         raise UsageError(f"--max-batch must be at least 1 (got {max_batch})")
@@ -61,7 +62,11 @@ def serve(
             raise UsageError(f"--grpc-port {grpc_port} is the HTTP --port too; give each its own")
         asgi.check_address(host, grpc_port, option="--grpc-port")
     sources = model_sources(models, onnx_files, artifacts)
-    classifiers = {name: Classifier(path, provider, threads) for name, path in sources.items()}
+
+    def open_model(path: Path) -> Classifier:
+        return Classifier(path, provider, threads, precision=precision)
+
+    classifiers = {name: open_model(path) for name, path in sources.items()}
     onnx_names = {name: sources[name] for name in sources if name not in (models or [])}
 
     def locate(name: str) -> Path:
@@ -75,7 +80,7 @@ def serve(
 
     app = create_app(
         classifiers, max_batch, max_delay_ms, dynamic_batching, max_body_mb, strict_input, reject_nonfinite,
-        max_image_pixels, decode_workers, loader=lambda name: Classifier(locate(name), provider, threads),
+        max_image_pixels, decode_workers, loader=lambda name: open_model(locate(name)),
         listing=listing, grpc_address=None if grpc_port is None else f"{host}:{grpc_port}",
     )  # fmt: skip
     for reason in dict.fromkeys(c.fallback_reason for c in classifiers.values() if c.fallback_reason):
