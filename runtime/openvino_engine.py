@@ -35,7 +35,9 @@ def _openvino():
 
 
 class OpenVinoEngine(Engine):
-    """One compiled model on OpenVINO's CPU plugin, latency-tuned, with `threads` inference threads."""
+    """One compiled model on OpenVINO's CPU plugin, latency-tuned, with `threads` inference threads.
+    `split` is accepted for the seam's signature and not used: OpenVINO spreads a batch over its own
+    threads."""
 
     def __init__(
         self, path: Path, provider: str = "openvino", threads: int | None = None, split: bool = True, precision="fp32"
@@ -62,7 +64,7 @@ class OpenVinoEngine(Engine):
         computes_in = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
         self.arithmetic = {"f32": "fp32"}.get(computes_in, computes_in)
         self.providers = [f"OpenVINO CPU ({ov.get_version().split('-')[0]}, {self.arithmetic})"]
-        self._props = read_props(path)
+        self._props = read_props(path)  # the file's metadata, read the one way every engine's file is read
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         result = self.request.infer({0: np.ascontiguousarray(inputs, dtype=np.float32)})
