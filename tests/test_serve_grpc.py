@@ -293,3 +293,29 @@ def test_perf_analyzer_runs_with_its_defaults(servers, protocol):
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
     assert re.search(r"Throughput: [\d.]+ infer/sec", done.stdout), done.stdout
     assert re.search(r"Avg request latency: \d+ usec \(overhead \d+ usec \+ queue \d+ usec", done.stdout), done.stdout
+
+
+def test_streaming_infer_answers_each_request_in_order(servers, classifiers):
+    """ModelStreamInfer (tritonclient's start_stream): one response per request, in order, with its id and
+    the model's logits; a bad request is an error on the stream, and the stream goes on."""
+    import queue
+
+    _, address, _ = servers
+    clf = classifiers["gru"]
+    x = model_inputs(clf, samples("gru", 3))
+    answers: queue.Queue = queue.Queue()
+    client = gc.InferenceServerClient(address)
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for i, rows in enumerate((x[:1], np.zeros((1, 1, 28, 27), np.float32), x)):
+            inp = gc.InferInput("input", list(rows.shape), "FP32")
+            inp.set_data_from_numpy(rows)
+            client.async_stream_infer("gru", [inp], request_id=str(i))
+        got = [answers.get(timeout=30) for _ in range(3)]
+    finally:
+        client.stop_stream()
+    (first, e0), (_, e1), (last, e2) = got
+    assert e0 is None and e2 is None and e1 is not None and "[N, 1, 28, 28]" in str(e1)
+    assert first.get_response().id == "0" and last.get_response().id == "2"
+    np.testing.assert_allclose(first.as_numpy("logits"), clf.run(x[:1]), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(last.as_numpy("logits"), clf.run(x), atol=1e-5, rtol=0)
