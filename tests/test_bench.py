@@ -7,6 +7,7 @@ import pytest
 from conftest import REPO, assert_one_line_error, cifar_test_images, cuda_device_present
 from test_export import write_checkpoint
 
+from edgecls.data import DEBIAN_DATASETS
 from edgecls.export import export_model
 from edgecls.registry import get_spec, model_names
 
@@ -181,11 +182,18 @@ def test_accuracy_benchmark_quick_run_writes_the_table(tmp_path, data_root, caps
     assert script.main(["--models", "gru", "--epochs", "1", "--ship", "--runs", str(tmp_path / "runs")]) == 2
 
 
-def _peers_run(cli, tmp_path, **env):
-    result = cli("bench", "--model", "gru", "--batch-sizes", "1,64", "--seconds", "0.05", "--threads", "1",
-                 "--e2e-images", "0", "--peers", "--out", tmp_path / "b", **env)  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return json.loads((tmp_path / "b" / "bench.json").read_text())["models"][0], result.output
+def _peers_run(tmp_path, **env):
+    """`edgecls bench --peers` in its own process: OpenVINO's thread pools stay out of the test process
+    (loaded there, they were followed by a crash of a later torchrun test in the same process)."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "edgecls", "bench", "--model", "gru", "--batch-sizes", "1,64", "--seconds", "0.05",
+           "--threads", "1", "--e2e-images", "0", "--peers", "--out", str(tmp_path / "b")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads((tmp_path / "b" / "bench.json").read_text())["models"][0], done.stdout + done.stderr
 
 
 def _check_peer_rows(model: dict) -> None:
@@ -212,23 +220,20 @@ def _check_peer_rows(model: dict) -> None:
         assert len(said) == faster  # a peer that outruns the best is explained
 
 
-def test_bench_peers_without_test_data(cli, tmp_path, monkeypatch):
+def test_bench_peers_without_test_data(tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edgecls[openvino]')")
-    monkeypatch.chdir(tmp_path)
-    import edgecls.data
-
-    monkeypatch.setattr(edgecls.data, "SHARED_SIBLING", tmp_path / "none")
-    monkeypatch.setattr(edgecls.data, "DEBIAN_DATASETS", tmp_path / "none")
-    model, output = _peers_run(cli, tmp_path, EDGECLS_DATA=str(tmp_path / "none"), XDG_CACHE_HOME=str(tmp_path))
+    if (DEBIAN_DATASETS / "fashion-mnist").exists():
+        pytest.skip(f"Fashion-MNIST is installed in {DEBIAN_DATASETS}, which the data locator always reads")
+    # $EDGECLS_DATA set (to an empty place) keeps the locator from ../shared/datasets; the cache is empty
+    model, output = _peers_run(tmp_path, EDGECLS_DATA=str(tmp_path / "none"), XDG_CACHE_HOME=str(tmp_path))
     _check_peer_rows(model)
     assert "accuracy_points" not in model and all(r["best"]["accuracy_delta_points"] is None for r in model["rows"])
     assert "accuracy not measured" in output
 
 
-def test_bench_peers_measures_accuracy_on_the_full_test_split(cli, tmp_path, monkeypatch, data_root):
+def test_bench_peers_measures_accuracy_on_the_full_test_split(tmp_path, data_root):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edgecls[openvino]')")
-    monkeypatch.chdir(tmp_path)
-    model, _ = _peers_run(cli, tmp_path, EDGECLS_DATA=str(data_root))
+    model, _ = _peers_run(tmp_path, EDGECLS_DATA=str(data_root.resolve()))
     _check_peer_rows(model)
     acc = model["accuracy_points"]
     assert acc["images"] == 10_000 and acc["onnx"]["delta_points"] == 0
