@@ -235,9 +235,11 @@ def train_cmd(model, **options):
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset to write.")
 @choice_option(
     "--exporter",
-    ["auto", "dynamo", "torchscript"],
+    ["auto", "dynamo", "torchscript", "steps"],
     "auto",
-    "torch.onnx exporter; auto exports with both, validates both and keeps the faster.",
+    "Graph form: torch.onnx's dynamo or torchscript exporter, or steps (rnn and birnn: the recurrence as "
+    "Gemm+Tanh steps, fastest on ONNX Runtime); auto exports every form that applies, validates each and keeps "
+    "the fastest.",
 )
 @click.option("--atol", type=float, default=None, help="Max |logit difference| accepted [the model's, 1e-4].")
 @data_dir_option
@@ -320,17 +322,19 @@ def quantize_cmd(model, precision, onnx_file, calibration, data_dir, artifacts):
 
 provider_option = choice_option(
     "--provider",
-    ["auto", "cpu", "cuda", "openvino"],  # runtime.engine.PROVIDERS (a test holds them equal; no import here)
+    ["auto", "cpu", "cuda", "tensorrt", "openvino"],  # runtime.engine.PROVIDERS (a test holds them equal)
     "auto",
-    "Engine: ONNX Runtime on the cpu or cuda (fails if CUDA cannot run; auto says what it took), or "
-    "openvino (Intel's runtime on the same file; needs edgecls[openvino]).",
+    "Engine: ONNX Runtime on the cpu, cuda or tensorrt (a GPU; fails if it cannot run; auto says what it took), "
+    "or openvino (Intel's runtime on the same file; needs edgecls[openvino]).",
 )
 precision_option = choice_option(
     "--precision",
-    ["fp32", "bf16"],  # runtime.engine.PRECISIONS (a test holds them equal)
+    ["fp32", "bf16", "fp16", "int8", "auto"],  # runtime.engine.PRECISION_CHOICES (a test holds them equal)
     "fp32",
-    "What the engine computes in: fp32 answers like the trained model; bf16 runs on --provider openvino with a "
-    "CPU that has AMX or AVX512-BF16, faster, gated on accuracy (evaluate's bar: 0.5 points).",
+    "What the engine computes in. fp32 answers like the trained model; bf16 (openvino, CPUs with AMX or "
+    "AVX512-BF16), fp16 (cuda/tensorrt, or openvino with AVX512-FP16) and int8 (model.int8.onnx, cpu or "
+    "openvino) are held to 0.5 points of accuracy; auto: the fastest configuration on this machine that passes, "
+    "measured once and cached.",
 )
 
 
@@ -447,6 +451,10 @@ def infer_cmd(
         raise UsageError("--strict-input is for the local engine; --engine ray classifies every file as it is")
     if engine == "ray" and precision != "fp32":
         raise UsageError(f"--precision {precision} is for the local engine; --engine ray runs fp32")
+    if engine != "ray" and precision == "auto":
+        from .choose import resolve
+
+        provider, precision = resolve(onnx_file, provider, precision, threads, batch_size, say=_to_stderr)
     if engine == "ray":
         code = _infer_ray(
             paths,
@@ -482,6 +490,10 @@ def infer_cmd(
             precision=precision,
         )
     sys.exit(code)
+
+
+def _to_stderr(line: str) -> None:
+    click.echo(line, err=True)  # infer's stdout is its results
 
 
 def _workers(value: str | None) -> int | None:
@@ -541,10 +553,11 @@ def evaluate_cmd(model, **options):
 )
 @choice_option(
     "--provider",
-    ["cpu", "cuda"],
+    ["cpu", "cuda", "tensorrt", "openvino"],
     "cpu",
-    "Where both sides run: eager PyTorch on this device, ONNX Runtime on this provider.",
+    "Where both sides run: eager PyTorch on this device (the GPU for cuda and tensorrt), the ONNX side on this engine.",
 )
+@precision_option
 @click.option("--batch-sizes", default="1,8,64,256", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--threads", type=int, default=None, help="Threads for both PyTorch and ONNX Runtime [torch's default].")
 @click.option("--seconds", type=float, default=1.0, show_default=True, help="Measuring time per model, batch and side.")
@@ -573,7 +586,7 @@ def evaluate_cmd(model, **options):
 )
 @cli_errors()
 @needs_training_extra
-def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_dir, artifacts, out, peers):
+def bench_cmd(model, provider, precision, batch_sizes, threads, seconds, e2e_images, data_dir, artifacts, out, peers):
     """Latency and throughput of eager PyTorch against ONNX Runtime per model and batch size, and the
     end-to-end `edgecls infer` rate on CIFAR-10 JPEGs against an ImageFolder + DataLoader baseline."""
     from .bench import bench, parse_batch_sizes
@@ -589,6 +602,7 @@ def bench_cmd(model, provider, batch_sizes, threads, seconds, e2e_images, data_d
         data_dir=data_dir,
         out=out,
         peers=peers,
+        precision=precision,
     )
 
 
@@ -696,7 +710,12 @@ def serve_cmd(models, onnx_files, **options):
     (load/unload). Also POST /v2/models/<name>/classify for image files."""
     from edgecls.serve import serve
 
-    serve(list(models), list(onnx_files), **options)  # the options are named as serve's keywords
+    from .choose import resolve
+
+    def choose(path):  # --precision auto, per model file, at the server's largest batch
+        return resolve(path, options["provider"], "auto", options["threads"], options["max_batch"])
+
+    serve(list(models), list(onnx_files), **options, choose=choose)  # the options are named as serve's keywords
 
 
 @main.command(

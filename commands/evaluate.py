@@ -19,9 +19,11 @@ from edgecls.runtime import Classifier
 from edgecls.timing import timed
 from edgecls.train.trainer import predict_logits
 
+from .choose import resolve
+
 log = logging.getLogger(__name__)
 ACCURACY_BAR_PP = 0.01  # fp32: accuracy may differ by at most 0.01 percentage points (and logits by atol)
-REDUCED_PRECISION_BAR_PP = 0.5  # bf16: accuracy within 0.5 points; its logits are not expected to match
+REDUCED_PRECISION_BAR_PP = 0.5  # bf16, fp16, int8: accuracy within 0.5 points; their logits are not held to atol
 
 
 def evaluate(
@@ -41,6 +43,7 @@ def evaluate(
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     ckpt = ckpt_io.load(out / "checkpoint.pt", name)
     spec, model = ckpt_io.model_from_checkpoint(ckpt)
+    provider, precision = resolve(out / "model.onnx", provider, precision, threads, batch_size, data_dir)
     classifier = Classifier(out / "model.onnx", provider, threads, precision=precision)
     if classifier.info.model != name:
         raise UsageError(f"{out / 'model.onnx'} is a {classifier.info.model!r} model, not {name!r}")

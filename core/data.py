@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .locations import user_cache
 from .registry import CIFAR10_CLASSES, ModelSpec, Preprocess
 
 DEBIAN_DATASETS = Path("/usr/share/datasets")  # Debian's dataset packages (dataset-fashion-mnist)
@@ -29,8 +30,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgecls" / "data"
+    return user_cache("data")
 
 
 @dataclass

@@ -11,6 +11,15 @@ from .errors import UsageError
 from .metadata import read_info
 
 RUNS = "runs"
+
+
+def user_cache(*parts: str) -> Path:
+    """edgecls's folder in the user's cache ($XDG_CACHE_HOME or ~/.cache): downloaded data sets, TensorRT
+    engines, --precision auto's choices. Nothing there is needed again after deleting it."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base, "edgecls", *parts)
+
+
 MODEL_CARD = "model_card.json"
 
 

@@ -24,12 +24,20 @@ ENGINES = {
     "auto": "edgecls.runtime.ort_engine:OrtEngine",
     "cpu": "edgecls.runtime.ort_engine:OrtEngine",
     "cuda": "edgecls.runtime.ort_engine:OrtEngine",
+    "tensorrt": "edgecls.runtime.ort_engine:OrtEngine",
     "openvino": "edgecls.runtime.openvino_engine:OpenVinoEngine",
 }
 PROVIDERS = tuple(ENGINES)
-# --precision: what the engine computes in. fp32 answers like the trained model (parity-tested); bf16 is
-# OpenVINO's on CPUs with AMX or AVX512-BF16, gated on accuracy (evaluate, bench --peers), not on logits.
-PRECISIONS = ("fp32", "bf16")
+# What an engine computes in. fp32 answers like the trained model (parity-tested); the others are gated on
+# accuracy on the full test split (within 0.5 points: evaluate, bench, --precision auto), not on logits:
+# - bf16: OpenVINO on CPUs with AMX or AVX512-BF16;
+# - fp16: OpenVINO on CPUs with AVX512-FP16, the model.fp16.onnx file on CUDA, TensorRT's fp16 kernels;
+# - int8: the model.int8.onnx file (`edgecls quantize`) beside the fp32 one, on ONNX Runtime's CPU provider
+#   or compiled by OpenVINO.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+# --precision also takes "auto": the fastest configuration on this machine that passes the gate
+# (edgecls.commands.choose), resolved to a provider and one of PRECISIONS before an engine is opened.
+PRECISION_CHOICES = (*PRECISIONS, "auto")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class TensorInfo:
 class Engine(abc.ABC):
     """One model file, ready to run batches."""
 
+    path: Path  # the file it runs: the one asked for, or its int8/fp16 file (variant_file)
     provider: str  # where it runs, in edgecls's words: a key of ENGINES other than "auto"
     providers: list[str]  # the same in the backend's words, preferred first
     fallback_reason: str = ""  # for provider "auto": why the preferred device was not taken
@@ -83,6 +92,21 @@ def check_threads(threads) -> None:
         raise UsageError(f"--threads must be a whole number of at least 1 (got {threads!r})")
 
 
+def variant_file(path: Path, precision: str) -> Path:
+    """The file an engine runs for `precision` where the precision lives in the file (int8, fp16 on
+    CUDA): model.<precision>.onnx beside the fp32 model.onnx, or `path` itself when it is that file."""
+    path = Path(path)
+    if path.name.endswith(f".{precision}.onnx"):
+        return path
+    variant = path.with_name(f"{path.name.removesuffix('.onnx')}.{precision}.onnx")
+    if not variant.is_file():
+        raise UsageError(
+            f"--precision {precision} runs {variant.name} beside {path}, and there is none; make one with "
+            f"`edgecls quantize --model NAME --precision {precision}` and pass it with --onnx"
+        )
+    return variant
+
+
 def open_engine(
     path: str | Path, provider: str = "auto", threads: int | None = None, split: bool = True, precision: str = "fp32"
 ) -> Engine:
@@ -94,7 +118,9 @@ def open_engine(
         raise UsageError(f"no ONNX model at {path}; run `edgecls export` first or pass --onnx FILE")
     check_threads(threads)
     check_provider(provider)
+    if precision == "auto":
+        raise UsageError("--precision auto is resolved by edgecls.commands.choose before an engine is opened")
     if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown precision {precision!r}; use {', '.join(PRECISION_CHOICES)}")
     module, name = ENGINES[provider].split(":")
     return getattr(importlib.import_module(module), name)(path, provider, threads, split, precision=precision)

@@ -360,7 +360,8 @@ def infer(
     print(
         f"classified {ok} of {count} files ({skipped} skipped) in {seconds:.2f} s, "
         f"{ok / seconds if seconds else 0:.0f} img/s, {decoding_text(decoding[-1])}, "
-        f"provider {classifier.providers[0]}, model {onnx_path}" + (f"; {done} done before resuming" if resume else ""),
+        f"provider {classifier.providers[0]}, model {classifier.engine.path}"
+        + (f"; {done} done before resuming" if resume else ""),
         file=err,
     )
     return 1 if skipped or failed_before else 0

@@ -5,7 +5,10 @@ into its own sequence ops and, on CPUs with AMX or AVX512-BF16, runs in bf16 unl
 Precision: "fp32" (`--provider openvino`) holds OpenVINO to f32 arithmetic (INFERENCE_PRECISION_HINT f32),
 so the logits answer like the model that was trained, within its export tolerance. "bf16"
 (`--precision bf16`, on CPUs with AMX or AVX512-BF16) computes in bf16: logits move by up to ~1e-1, so it
-is gated on accuracy (evaluate, bench --peers). "default" leaves OpenVINO its own choice, as a user
+is gated on accuracy (evaluate, bench --peers). "fp16" is the same on CPUs with AVX512-FP16. "int8"
+compiles model.int8.onnx (the QDQ file `edgecls quantize` writes): OpenVINO's low-precision transformations
+turn its Quantize/Dequantize pairs into integer kernels (VNNI, AMX-INT8), the layers between them in f32.
+"default" leaves OpenVINO its own choice, as a user
 calling it directly gets (bf16 where the CPU has it, f32 elsewhere); `edgecls bench --peers` times it as
 a peer.
 """
@@ -19,10 +22,13 @@ import numpy as np
 from edgecls.errors import MissingExtra, UsageError
 from edgecls.metadata import read_props
 
-from .engine import Engine, TensorInfo
+from .engine import Engine, TensorInfo, variant_file
 from .parallel import available_cpus
 
-PRECISIONS = {"fp32": "f32", "bf16": "bf16", "default": None}
+# precision -> INFERENCE_PRECISION_HINT (int8: the file carries the integer layers; the rest stay f32)
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32", "default": None}
+# the CPU capability (OPTIMIZATION_CAPABILITIES) each reduced precision needs, and where it comes from
+NEEDS = {"bf16": ("BF16", "AMX or AVX512-BF16"), "fp16": ("FP16", "AVX512-FP16 or AMX-FP16"), "int8": ("INT8", "")}
 OV_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "u8": "tensor(uint8)"}
 
 
@@ -45,26 +51,31 @@ class OpenVinoEngine(Engine):
         ov = _openvino()
         if precision not in PRECISIONS:
             raise UsageError(f"OpenVINO runs precision {' or '.join(PRECISIONS)} here, not {precision!r}")
-        self.path, self.provider, self.precision = path, "openvino", precision
+        self.path = variant_file(path, "int8") if precision == "int8" else path
+        self.provider, self.precision = "openvino", precision
         self.threads = threads or available_cpus()
+        # the file's metadata first, read the one way every engine's file is read: a damaged or foreign file
+        # fails here in one line, before OpenVINO's parser prints its own report
+        self._props = read_props(self.path)
         core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            raise UsageError("--precision bf16 needs a CPU with AMX or AVX512-BF16, which this one lacks; use fp32")
+        need, where = NEEDS.get(precision, ("", ""))
+        if need and need not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise UsageError(f"--precision {precision} needs a CPU with {where}, which this one lacks; use fp32")
         try:
-            model = core.read_model(str(path))
+            model = core.read_model(str(self.path))
             config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"}
             if PRECISIONS[precision]:
                 config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UsageError(f"OpenVINO cannot compile {path}: {first[:300]}") from None
+            raise UsageError(f"OpenVINO cannot compile {self.path}: {first[:300]}") from None
         self.request = self.compiled.create_infer_request()
         # what it computes in: bf16 or f32 (the hint, or OpenVINO's own choice for this CPU)
         computes_in = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
-        self.arithmetic = {"f32": "fp32"}.get(computes_in, computes_in)
+        computes_in = {"f32": "fp32", "f16": "fp16"}.get(computes_in, computes_in)
+        self.arithmetic = "int8" if precision == "int8" else computes_in
         self.providers = [f"OpenVINO CPU ({ov.get_version().split('-')[0]}, {self.arithmetic})"]
-        self._props = read_props(path)  # the file's metadata, read the one way every engine's file is read
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         result = self.request.infer({0: np.ascontiguousarray(inputs, dtype=np.float32)})

@@ -1,11 +1,16 @@
-"""The ONNX Runtime engine: its CPU and CUDA execution providers. CUDA is either really in use or an
-error, never a silent CPU fallback (ORT's own behaviour when the CUDA provider fails to load); with
-"auto" the reason CUDA was not taken is kept. On the CPU, large batches are split across 1-thread
-sessions (parallel.py)."""
+"""The ONNX Runtime engine: its CPU, CUDA and TensorRT execution providers. CUDA and TensorRT are either
+really in use or an error, never a silent CPU fallback (ORT's own behaviour when a provider fails to
+load); with "auto" the reason CUDA was not taken is kept. On the CPU, large batches are split across
+1-thread sessions (parallel.py).
+
+Precision: fp32 runs the file as it is. int8 runs model.int8.onnx (static QDQ, `edgecls quantize`) on the
+CPU provider, fp16 runs model.fp16.onnx on CUDA, or builds TensorRT's engine with fp16 kernels allowed."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import io
 import os
 import re
 import tempfile
@@ -16,12 +21,22 @@ import numpy as np
 import onnxruntime as ort
 
 from edgecls.errors import UsageError
+from edgecls.locations import user_cache
 from edgecls.metadata import INPUT_NAME, read_props
+from edgecls.timing import best_round
 
-from .engine import Engine, TensorInfo, check_provider
+from .engine import Engine, TensorInfo, check_provider, variant_file
 from .parallel import BatchParallel, available_cpus, split_count
 
-ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+SMALL_BATCH_PROBE_S = 0.06  # seconds spent choosing the small-batch session when an engine opens
+
+ORT_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+# where each precision runs on ONNX Runtime: provider -> precisions (the rest are refused in one line)
+ORT_PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16"), "tensorrt": ("fp32", "fp16")}
 # ORT's CUDA provider computes fp32 MatMul/Gemm/Conv in TF32 (10-bit mantissa) on Ampere and newer GPUs
 # by default: on an H100 that moved gru's logits 0.016 from eager PyTorch and failed `evaluate`'s parity
 # bar. fp32 must answer like the model that was trained; reduced precision is the fp16 file's job.
@@ -62,15 +77,15 @@ def _captured_stderr(fd: int = 2) -> Iterator[list[str]]:
             lines.extend(buf.read().splitlines())
 
 
-def _cuda_failure_reason(log: list[str]) -> str:
+def _cuda_failure_reason(log: list[str], name: str = "CUDA") -> str:
     text = "\n".join(log)
     m = re.search(r"with error: ([^\n\x1b]+)", text)
     if m:
         return m.group(1).strip()
-    m = re.search(r"Failed to create CUDAExecutionProvider\.? ?([^\n\x1b]*)", text)
+    m = re.search(rf"Failed to create {name}ExecutionProvider\.? ?([^\n\x1b]*)", text)
     if m:
-        return "CUDA provider failed to start" + (f": {m.group(1).strip()}" if m.group(1).strip() else "")
-    return "the CUDA provider did not load (no usable GPU, CUDA or cuDNN)"
+        return f"{name} provider failed to start" + (f": {m.group(1).strip()}" if m.group(1).strip() else "")
+    return f"the {name} provider did not load (no usable GPU, CUDA or cuDNN)"
 
 
 def _preload_cuda_libraries() -> None:
@@ -79,7 +94,6 @@ def _preload_cuda_libraries() -> None:
     # `infer --format json` output, so both streams are captured.
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:
-        import io
         import sys
 
         sys.stdout.flush()
@@ -92,13 +106,80 @@ def _preload_cuda_libraries() -> None:
             preload()
 
 
+# TensorRT builds one engine per input-shape profile: batches 1..TRT_MAX_BATCH, tuned for TRT_OPT_BATCH;
+# Engine.run splits larger batches. The built engine is cached (building takes seconds to minutes).
+TRT_MAX_BATCH, TRT_OPT_BATCH = 1024, 64
+# TensorRT's libraries as pip installs them (tensorrt-cu13-libs, the [tensorrt] extra): ORT 1.31's provider
+# links TensorRT 10.
+TRT_LIBRARIES = ("libnvinfer.so.10", "libnvinfer_plugin.so.10", "libnvonnxparser.so.10")
+
+
+def _preload_tensorrt() -> None:
+    """pip puts TensorRT's libraries in site-packages/tensorrt_libs, where the dynamic loader does not look;
+    loading them first (RTLD_GLOBAL) lets ORT's TensorRT provider find them. Where they are missing, the
+    provider's own load error says so."""
+    try:
+        import tensorrt_libs
+    except ImportError:
+        return
+    folder = Path(tensorrt_libs.__file__).parent
+    for name in TRT_LIBRARIES:
+        with contextlib.suppress(OSError):
+            ctypes.CDLL(str(folder / name), mode=ctypes.RTLD_GLOBAL)
+
+
+def tensorrt_options(input_shape: tuple[int, ...], precision: str) -> dict[str, str]:
+    """ORT's TensorRT provider options: engine and timing caches in the user's cache, one batch profile,
+    fp16 kernels only for --precision fp16."""
+    cache = user_cache("tensorrt")
+    cache.mkdir(parents=True, exist_ok=True)
+    dims = "x".join(str(d) for d in input_shape)
+    return {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+        "trt_fp16_enable": "True" if precision == "fp16" else "False",
+        "trt_profile_min_shapes": f"{INPUT_NAME}:1x{dims}",
+        "trt_profile_opt_shapes": f"{INPUT_NAME}:{TRT_OPT_BATCH}x{dims}",
+        "trt_profile_max_shapes": f"{INPUT_NAME}:{TRT_MAX_BATCH}x{dims}",
+    }
+
+
+def _tensorrt_session(path: str, opts: ort.SessionOptions, precision: str) -> ort.InferenceSession:
+    if ORT_PROVIDERS["tensorrt"] not in ort.get_available_providers():
+        raise UsageError("this onnxruntime build has no TensorRT provider (install onnxruntime-gpu)")
+    shape = tuple(_load(path, session_options(1), [ORT_PROVIDERS["cpu"]]).get_inputs()[0].shape[1:])
+    _preload_cuda_libraries()
+    _preload_tensorrt()
+    providers = [(ORT_PROVIDERS["tensorrt"], tensorrt_options(shape, precision)), (ORT_PROVIDERS["cuda"], CUDA_OPTIONS)]
+    # ORT's Python layer print()s an "EP Error" banner to stdout when TensorRT fails to load, then retries
+    # without it: kept off stdout (infer's results), its C++ log off stderr, both read for the reason
+    with _captured_stderr() as log, contextlib.redirect_stdout(io.StringIO()) as printed:
+        session = _load(path, opts, [*providers, ORT_PROVIDERS["cpu"]])
+    log += printed.getvalue().splitlines()
+    if session.get_providers()[0] != ORT_PROVIDERS["tensorrt"]:
+        raise UsageError(
+            f"TensorRT execution provider unavailable: {_cuda_failure_reason(log, 'Tensorrt')}; it needs an NVIDIA "
+            "GPU and TensorRT 10 (pip install 'edgecls[tensorrt]'); use --provider cuda or cpu"
+        )
+    return session
+
+
 def create_session(
-    path: str, provider: str = "auto", threads: int | None = None, options: ort.SessionOptions | None = None
+    path: str,
+    provider: str = "auto",
+    threads: int | None = None,
+    options: ort.SessionOptions | None = None,
+    precision: str = "fp32",
 ) -> tuple[ort.InferenceSession, str]:
-    """An InferenceSession on `provider` ("cpu", "cuda" or "auto"), and for `auto` on the CPU the
-    reason CUDA was not taken ("" otherwise). `options`: other session options than session_options()."""
+    """An InferenceSession on `provider` ("cpu", "cuda", "tensorrt" or "auto"), and for `auto` on the CPU
+    the reason CUDA was not taken ("" otherwise). `options`: other session options than session_options();
+    `precision`: what TensorRT may compute in (the other providers run the file as it is)."""
     check_provider(provider)
     opts = options or session_options(threads)
+    if provider == "tensorrt":
+        return _tensorrt_session(path, opts, precision), ""
     reason = ""
     if provider in ("auto", "cuda"):
         if ORT_PROVIDERS["cuda"] not in ort.get_available_providers():
@@ -125,6 +206,23 @@ def _load(path: str, opts: ort.SessionOptions, providers: list) -> ort.Inference
         raise UsageError(f"ONNX Runtime cannot load {path}: {first[:300]}") from None
 
 
+def _provider_for(provider: str, precision: str) -> str:
+    """The provider that runs `precision` ("auto" takes the CPU for int8 and CUDA for fp16), or a one-line
+    refusal that says where it runs instead."""
+    if provider == "auto" and precision != "fp32":
+        provider = "cpu" if precision == "int8" else "cuda"
+    if provider == "auto" or precision in ORT_PRECISIONS[provider]:
+        return provider
+    where = {
+        "bf16": "on --provider openvino, on a CPU with AMX or AVX512-BF16 (ONNX Runtime's CPU provider has no "
+        "bf16 kernels for these graphs)",
+        "fp16": "on --provider cuda or tensorrt, or on --provider openvino with a CPU that has AVX512-FP16 (ONNX "
+        "Runtime's CPU provider has no fast fp16 kernels)",
+        "int8": "on the CPU: --provider cpu or openvino (the int8 file's QDQ graph is for CPU integer kernels)",
+    }[precision]
+    raise UsageError(f"--precision {precision} runs {where}, not on --provider {provider}")
+
+
 def _tensors(values) -> list[TensorInfo]:
     return [TensorInfo(v.name, v.type, tuple(v.shape)) for v in values]
 
@@ -136,25 +234,41 @@ class OrtEngine(Engine):
     def __init__(
         self, path: Path, provider: str = "auto", threads: int | None = None, split: bool = True, precision="fp32"
     ):
-        if precision != "fp32":
-            raise UsageError(
-                f"--precision {precision} runs on --provider openvino; ONNX Runtime runs the file in fp32 "
-                "(edgecls quantize writes int8 and fp16 files for it)"
-            )
-        self.path = path
-        self.session, self.fallback_reason = create_session(str(path), provider, threads)
+        provider = _provider_for(provider, precision)
+        # int8 and fp16 (on CUDA) live in their own files; TensorRT builds fp16 kernels from the fp32 file
+        self.path = path if precision == "fp32" or provider == "tensorrt" else variant_file(path, precision)
+        self.precision = precision
+        self.session, self.fallback_reason = create_session(str(self.path), provider, threads, precision=precision)
         self.providers = self.session.get_providers()
-        self.provider = "cuda" if self.providers[0] == ORT_PROVIDERS["cuda"] else "cpu"
+        self.provider = {v: k for k, v in ORT_PROVIDERS.items()}[self.providers[0]]
         self.threads = threads or available_cpus()
         self.parallel = None
         if split and self.provider == "cpu" and self.threads >= 2:
             self.parallel = BatchParallel(
-                lambda: create_session(str(path), "cpu", 1)[0], INPUT_NAME, self.threads, whole=self.session
+                lambda: create_session(str(self.path), "cpu", 1)[0], INPUT_NAME, self.threads, whole=self.session
             )
+            self.parallel.whole = self._small_batch_session()
+
+    def _small_batch_session(self) -> ort.InferenceSession:
+        """The session for batches too small to split: the multi-thread one, or a 1-thread one where that is
+        faster at one row on this machine. The recurrent models' steps are too small to share between
+        threads, so their extra threads only add a hand-off per step: measured on 2 Xeon cores, a 1-thread
+        session ran batch 1 of lstm in 0.25 ms against 0.36 ms on two, rnn in 0.21 against 0.25, while gru
+        and the conv models gain from the second thread. Timed once here, warmed up, best of 3 rounds."""
+        one = self.parallel._sessions(1)[0]
+        shape = [d if isinstance(d, int) else 1 for d in self.session.get_inputs()[0].shape]
+        x = {INPUT_NAME: np.random.default_rng(0).standard_normal([1, *shape[1:]]).astype(np.float32)}
+        whole_s = best_round(lambda: self.session.run(None, x), SMALL_BATCH_PROBE_S, warmup=3)
+        one_s = best_round(lambda: one.run(None, x), SMALL_BATCH_PROBE_S, warmup=3)
+        self.small_batch_threads = 1 if one_s < whole_s else self.threads
+        return one if one_s < whole_s else self.session
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         if self.parallel is not None:
             return self.parallel.run(inputs)
+        if self.provider == "tensorrt" and len(inputs) > TRT_MAX_BATCH:  # beyond the engine's batch profile
+            parts = [inputs[i : i + TRT_MAX_BATCH] for i in range(0, len(inputs), TRT_MAX_BATCH)]
+            return np.concatenate([self.session.run(None, {INPUT_NAME: p})[0] for p in parts])
         return self.session.run(None, {INPUT_NAME: inputs})[0]
 
     def metadata(self) -> dict[str, str]:
@@ -170,9 +284,10 @@ class OrtEngine(Engine):
         k = split_count(rows, self.threads) if self.parallel is not None else 1
         if k > 1:
             return f"{k} x 1-thread sessions"
-        return (
-            f"1 session, {self.threads} thread{'s' if self.threads > 1 else ''}" if self.provider == "cpu" else "CUDA"
-        )
+        if self.provider != "cpu":
+            return {"cuda": "CUDA", "tensorrt": "TensorRT"}[self.provider]
+        threads = self.small_batch_threads if self.parallel is not None else self.threads
+        return f"1 session, {threads} thread{'s' if threads > 1 else ''}"
 
     def close(self) -> None:
         if self.parallel is not None:

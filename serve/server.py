@@ -35,7 +35,12 @@ def serve(
     grpc_port: int | None = None,
     shutdown_timeout: float = 30.0,
     precision: str = "fp32",
+    choose=None,
 ) -> None:
+    """`choose`: path -> (provider, precision), how each model's --precision auto is resolved (the command
+    line passes edgecls.commands.choose's; the serving layer does not measure accuracy itself)."""
+    if precision == "auto" and choose is None:
+        raise UsageError("--precision auto needs a chooser (edgecls serve passes one); give a precision")
     if max_batch < 1:
         raise UsageError(f"--max-batch must be at least 1 (got {max_batch})")
     if not 0 <= max_delay_ms <= 10_000:
@@ -64,7 +69,8 @@ def serve(
     sources = model_sources(models, onnx_files, artifacts)
 
     def open_model(path: Path) -> Classifier:
-        return Classifier(path, provider, threads, precision=precision)
+        chosen = choose(path) if precision == "auto" else (provider, precision)
+        return Classifier(path, chosen[0], threads, precision=chosen[1])
 
     classifiers = {name: open_model(path) for name, path in sources.items()}
     onnx_names = {name: sources[name] for name in sources if name not in (models or [])}
