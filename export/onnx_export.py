@@ -32,7 +32,8 @@ from edgecls.registry import ModelSpec
 from .validate import BATCH_SIZES, batch_dim_names, op_types, time_onnx, validate
 
 log = logging.getLogger(__name__)
-EXPORTERS = ("torchscript", "dynamo")
+# torch.onnx's two exporters, and the tanh-RNN models' own "steps" form (steps_form.py, torchscript-exported)
+EXPORTERS = ("torchscript", "dynamo", "steps")
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset; ORT >= 1.14 runs it
 MIN_OPSET = 14  # GRU/LSTM/RNN with batch_first layouts and the ops these graphs use
 TIE_MARGIN = 0.10  # within 10 % of each other, the smaller graph (fewer nodes) wins: timings are noisy
@@ -50,6 +51,10 @@ def _export_one(model: torch.nn.Module, spec: ModelSpec, exporter: str, opset: i
     # Batch 2, never 1: an example batch of 1 lets exporters specialize the dimension to a constant.
     example = (torch.randn(2, *spec.input_shape),)
     kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+    if exporter == "steps":
+        from .steps_form import stepwise
+
+        model, exporter = stepwise(model), "torchscript"
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
@@ -272,12 +277,13 @@ def _choose(tried: dict[str, dict], requested: str) -> tuple[str | None, str]:
         return requested, "requested"
     if len(passed) == 1:
         (only,) = passed
-        other = next(k for k in tried if k != only)
-        return only, f"only {only} passed ({other}: {tried[other].get('summary') or tried[other].get('error')})"
+        others = "; ".join(f"{k}: {v.get('summary') or v.get('error')}" for k, v in tried.items() if k != only)
+        return only, f"only {only} passed ({others})"
     scores = {k: _score(v["timing"]) for k, v in passed.items()}
     fastest = min(scores, key=scores.get)
     smallest = min(passed, key=lambda k: passed[k]["nodes"])
     pick = smallest if scores[smallest] <= scores[fastest] * (1 + TIE_MARGIN) else fastest
     detail = ", ".join(f"{k} {scores[k]:.4f} ms/img ({passed[k]['nodes']} nodes)" for k in scores)
     rule = "fastest" if pick == fastest else f"within {TIE_MARGIN:.0%} of the fastest and the smallest graph"
-    return pick, f"both passed; {pick} is {rule} (geometric mean of batch-1 and batch-256 time: {detail})"
+    both = " and ".join(passed)
+    return pick, f"{both} passed; {pick} is {rule} (geometric mean of batch-1 and batch-256 time: {detail})"

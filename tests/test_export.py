@@ -52,8 +52,14 @@ def test_export_random_init_both_exporters_and_auto(data_root, tmp_path, name):
     model = write_checkpoint(spec, tmp_path / name / "checkpoint.pt")
     result = export_model(name, artifacts=tmp_path)
     report = json.loads(result.report_path.read_text())
-    assert report["passed"] and report["exporter"] in ("torchscript", "dynamo") and report["why"]
-    for exp in ("torchscript", "dynamo"):  # both exporters work for every model of the zoo
+    assert report["passed"] and report["exporter"] in ("torchscript", "dynamo", "steps") and report["why"]
+    steps = report["exporters"]["steps"]  # the steps form applies to the tanh RNNs, and is chosen there
+    if name in ("rnn", "birnn"):
+        assert steps["passed"] and report["exporter"] == "steps", report["why"]
+        assert steps["op_types"].get("Gemm") and "RNN" not in steps["op_types"]
+    else:
+        assert not steps["exported"] and "the steps form is for the tanh RNN models" in steps["error"]
+    for exp in ("torchscript", "dynamo", *(["steps"] if name in ("rnn", "birnn") else [])):
         entry = report["exporters"][exp]
         assert entry["passed"], entry
         rows = {(r["inputs"], r["batch"]) for r in entry["parity"]}
@@ -96,15 +102,33 @@ def test_export_briefly_trained_model_through_cli(cli, data_root, tmp_path, name
 
 
 def test_exporters_differ_as_documented_for_rnn(tmp_path):
-    """TorchScript keeps nn.RNN as one ONNX RNN node; dynamo unrolls it into per-step MatMul/Tanh."""
+    """TorchScript keeps nn.RNN as one ONNX RNN node; dynamo unrolls it into per-step MatMul/Tanh; the steps
+    form into one Gemm and one Tanh per step and layer (2 x 28 x 2 for rnn, plus a handful)."""
     spec = get_spec("rnn")
     write_checkpoint(spec, tmp_path / "rnn" / "checkpoint.pt")
     ops = {}
-    for exp in ("torchscript", "dynamo"):
+    for exp in ("torchscript", "dynamo", "steps"):
         export_model("rnn", artifacts=tmp_path, exporter=exp)
-        ops[exp] = {n.op_type for n in graph(tmp_path / "rnn" / "model.onnx").graph.node}
+        ops[exp] = [n.op_type for n in graph(tmp_path / "rnn" / "model.onnx").graph.node]
         assert json.loads((tmp_path / "rnn" / "export.json").read_text())["exporter"] == exp
     assert "RNN" in ops["torchscript"] and "RNN" not in ops["dynamo"] and "Tanh" in ops["dynamo"]
+    assert ops["steps"].count("Gemm") == 55 and ops["steps"].count("Tanh") == 56 and "RNN" not in ops["steps"]
+    assert len(ops["steps"]) < len(ops["dynamo"]) / 1.8
+
+
+def test_steps_form_is_the_models_own_arithmetic():
+    """StepwiseRNN on fresh weights answers as the nn.RNN model (rnn: 2 layers; birnn: both directions),
+    and refuses a model it does not apply to in one line."""
+    from edgecls.export.steps_form import stepwise
+
+    for name in ("rnn", "birnn"):
+        torch.manual_seed(0)
+        model = get_spec(name).build().eval()
+        x = torch.randn(5, *get_spec(name).input_shape)
+        with torch.inference_mode():
+            torch.testing.assert_close(stepwise(model)(x), model(x), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="the steps form is for the tanh RNN models"):
+        stepwise(get_spec("gru").build())
 
 
 def test_gru_linear_before_reset_matches_pytorch(tmp_path):
