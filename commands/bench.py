@@ -33,9 +33,11 @@ from edgecls.fileio import atomic_path, ensure_writable_dir, write_json
 from edgecls.locations import RUNS, find_onnx
 from edgecls.machine import cpu_flags, cpu_name
 from edgecls.registry import ModelSpec, get_spec, model_names
-from edgecls.runtime import Classifier
+from edgecls.runtime import Classifier, open_engine
 from edgecls.runtime.parallel import available_cpus
 from edgecls.timing import time_calls, timed
+
+from .choose import GATE_POINTS, accuracy_pct, resolve
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZES = (1, 8, 64, 256)
@@ -66,7 +68,7 @@ def hardware(provider: str, threads: int) -> dict:
     import onnxruntime as ort
 
     info["onnxruntime"] = ort.__version__
-    if provider == "cuda" and torch.cuda.is_available():
+    if provider in ("cuda", "tensorrt") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
@@ -140,16 +142,29 @@ class Pair:
     model: torch.nn.Module
     checkpoint: Path | None
     device: torch.device
+    precision: str = "fp32"  # what the ONNX side runs (--precision); "auto": resolved per batch size
+    provider: str = "cpu"
+    threads: int | None = None
+
+    def engine_for(self, batch: int):
+        """The ONNX side's engine at `batch` rows: the classifier's, or --precision auto's choice there."""
+        if self.precision != "auto":
+            return self.classifier.engine
+        provider, precision = resolve(self.onnx_path, self.provider, "auto", self.threads, batch)
+        return open_engine(self.onnx_path, provider, self.threads, precision=precision)
 
 
-def open_pair(spec: ModelSpec, provider: str, threads: int, artifacts: str | Path | None) -> Pair:
+def open_pair(
+    spec: ModelSpec, provider: str, threads: int, artifacts: str | Path | None, precision: str = "fp32"
+) -> Pair:
     onnx_path = find_onnx(spec.name, artifacts)
-    classifier = Classifier(onnx_path, provider, threads)  # raises a one-line error for a missing/unusable file
+    # raises a one-line error for a missing/unusable file
+    classifier = Classifier(onnx_path, provider, threads, precision="fp32" if precision == "auto" else precision)
     if classifier.info.model != spec.name:
         raise UsageError(f"{onnx_path} is a {classifier.info.model!r} model, not {spec.name!r}")
     model, ckpt_path = _eager_model(spec, onnx_path)
-    device = torch.device("cuda" if classifier.provider == "cuda" else "cpu")
-    return Pair(spec, onnx_path, classifier, model.to(device), ckpt_path, device)
+    device = torch.device("cuda" if classifier.provider in ("cuda", "tensorrt") else "cpu")
+    return Pair(spec, onnx_path, classifier, model.to(device), ckpt_path, device, precision, provider, threads)
 
 
 SETTLE_S = 0.05  # pause between the sides, so one side's spinning threads (OpenMP, ORT) are idle when the other runs
@@ -163,12 +178,14 @@ def bench_model(
     seconds: float,
     gemm: float,
     peers: dict | None = None,
+    offered: dict | None = None,
     accuracy: dict | None = None,
 ) -> dict:
-    """`peers`: name -> engine timed beside eager and ONNX Runtime in the same rounds (--peers);
-    `accuracy`: configuration -> points on the full test split, where it was measured."""
-    spec, classifier, model, device, ckpt_path = pair.spec, pair.classifier, pair.model, pair.device, pair.checkpoint
-    peers = peers or {}
+    """`peers`: name -> engine timed beside eager and ONNX Runtime in the same rounds (--peers); `offered`:
+    the same for edgecls's other configurations; `accuracy`: configuration -> points on the full test split,
+    where it was measured."""
+    spec, model, device, ckpt_path = pair.spec, pair.model, pair.device, pair.checkpoint
+    peers, offered = peers or {}, offered or {}
     flops = model_flops(model.cpu(), spec)
     model.to(device)
     rows = []
@@ -181,11 +198,22 @@ def bench_model(
             with torch.inference_mode():  # host in, host out: the same work session.run does
                 return model(x.to(device)).cpu()
 
-        def onnx(x_np=x_np):
-            return classifier.run(x_np)  # the runtime's own path: a big batch is split over 1-thread sessions
+        engine = pair.engine_for(batch)
+
+        def onnx(x_np=x_np, engine=engine):
+            return engine.run(x_np)  # the runtime's own path: a big batch is split over 1-thread sessions
 
         sides = {"eager": eager, "onnx": onnx}
-        sides.update({name: (lambda x_np=x_np, e=engine: e.run(x_np)) for name, engine in peers.items()})
+        # a peer that is the very configuration edgecls offers (OpenVINO fp32; its default, bf16 on AMX) is
+        # the same engine object: timed once, so the two figures cannot differ by noise alone
+        first = {}
+        for name, other in {**offered, **peers}.items():
+            first.setdefault(id(other), name)
+        alias = {name: first[id(other)] for name, other in {**offered, **peers}.items()}
+        sides.update(
+            {name: (lambda x_np=x_np, e=other: e.run(x_np)) for name, other in {**offered, **peers}.items()
+             if alias[name] == name}
+        )  # fmt: skip
         diff = float(np.abs(eager().numpy() - onnx()).max())  # also the warm-up
         for fn in sides.values():
             time_calls(fn, min(0.2, seconds / 5), min_reps=2)
@@ -194,18 +222,27 @@ def bench_model(
             for side, fn in sides.items():
                 time.sleep(SETTLE_S)
                 times[side].append(time_calls(fn, seconds / ROUNDS))
+        times.update({name: times[source] for name, source in alias.items()})
         row = {
             "batch_size": batch,
             "eager": _summary(times["eager"], batch),
             "onnx": _summary(times["onnx"], batch),
-            "onnx_execution": classifier.execution(batch),
-            "max_abs_logit_diff": diff if ckpt_path else None,
-        }  # fresh weights: not the same model
+            "onnx_execution": engine.execution(batch),
+            "onnx_precision": engine.precision,
+            # fresh weights are not the same model; reduced precision is gated on accuracy, not on logits
+            "max_abs_logit_diff": diff if ckpt_path and engine.precision == "fp32" else None,
+        }
         if peers:
             row["peers"] = {
                 name: {"engine": "openvino", "precision": engine.arithmetic, **_summary(times[name], batch)}
                 for name, engine in peers.items()
             }
+            engine_name = {"cpu": "onnxruntime"}
+            row["offered"] = {
+                name: {"engine": engine_name.get(engine.provider, engine.provider), "precision": engine.precision,
+                       "execution": engine.execution(batch), **_summary(times[name], batch)}
+                for name, engine in offered.items()
+            }  # fmt: skip
             row["best"] = best_offered(row, accuracy or {})
         row["speedup"] = row["onnx"]["images_per_s"] / row["eager"]["images_per_s"]
         row["speedup_best_round"] = row["onnx"]["images_per_s_best_round"] / row["eager"]["images_per_s_best_round"]
@@ -236,27 +273,24 @@ def bench_model(
     return result
 
 
-# --peers: what a user could run instead (name -> OpenVinoEngine precision). edgecls offers the same
-# configurations through --provider openvino [--precision bf16], and ONNX Runtime fp32 (the "onnx" side).
+# --peers: what a user could run instead (name -> OpenVinoEngine precision), timed in the same rounds.
 PEERS = {"openvino": "default", "openvino-fp32": "fp32"}
-OFFERED_ENGINES = {"onnx": "onnxruntime", "openvino-fp32": "openvino", "openvino": "openvino"}
-ACCURACY_GATE_POINTS = 0.5
+# and every configuration edgecls offers beside ONNX Runtime fp32 (the "onnx" side): provider -> precisions,
+# each timed where it opens on this machine (an absent file, extra or instruction set: left out, logged)
+OFFERED = {"cpu": ("int8",), "openvino": ("fp32", "bf16", "fp16", "int8")}
+ACCURACY_GATE_POINTS = GATE_POINTS
 
 
 def best_offered(row: dict, accuracy: dict) -> dict:
-    """The fastest configuration edgecls offers: ONNX Runtime fp32, OpenVINO fp32 (`--provider openvino`)
-    and OpenVINO bf16 (`--precision bf16`, where the CPU computes in it). fp32 configurations are
-    parity-tested; a reduced-precision one counts only when its accuracy on the full test split was
-    measured within ACCURACY_GATE_POINTS of ONNX Runtime fp32."""
-    candidates = []
-    for side, engine in OFFERED_ENGINES.items():
-        stats = row[side] if side == "onnx" else row["peers"][side]
-        precision = stats.get("precision", "fp32")
-        delta = accuracy.get(side, {}).get("delta_points")
-        gated = delta is not None and abs(delta) <= ACCURACY_GATE_POINTS
-        if gated or (precision == "fp32" and delta is None):
-            candidates.append((stats["images_per_s"], engine, precision, delta))
-    speed, engine, precision, delta = max(candidates)
+    """The fastest configuration edgecls offers: ONNX Runtime fp32 (the "onnx" side) and every one in
+    row["offered"]. fp32 configurations are parity-tested; a reduced-precision one counts only when its
+    accuracy on the full test split was measured within ACCURACY_GATE_POINTS of ONNX Runtime fp32."""
+    candidates = [(row["onnx"]["images_per_s"], "onnxruntime", "fp32", accuracy.get("onnx", {}).get("delta_points"))]
+    for name, stats in row.get("offered", {}).items():
+        delta = accuracy.get(name, {}).get("delta_points")
+        if stats["precision"] == "fp32" or (delta is not None and abs(delta) <= ACCURACY_GATE_POINTS):
+            candidates.append((stats["images_per_s"], stats["engine"], stats["precision"], delta))
+    speed, engine, precision, delta = max(candidates, key=lambda c: c[0])
     return {"engine": engine, "precision": precision, "images_per_s": speed, "accuracy_delta_points": delta}
 
 
@@ -281,14 +315,36 @@ def peer_bounds(result: dict, accuracy: dict) -> list[str]:
     return out
 
 
-def open_peers(pair: Pair, threads: int) -> dict:
+def open_peers(pair: Pair, threads: int, offered: dict) -> dict:
+    """name -> OpenVINO engine; where a peer computes in what an offered OpenVINO configuration does, the
+    offered engine itself (the same configuration, timed once)."""
     from edgecls.runtime.openvino_engine import OpenVinoEngine
 
-    return {name: OpenVinoEngine(pair.onnx_path, threads=threads, precision=p) for name, p in PEERS.items()}
+    engines = {}
+    for name, precision in PEERS.items():
+        engine = OpenVinoEngine(pair.onnx_path, threads=threads, precision=precision)
+        same = offered.get(f"openvino-{engine.arithmetic}")
+        if same is not None and same.precision == engine.arithmetic:
+            engine.close()
+            engine = same
+        engines[name] = engine
+    return engines
 
 
-def peer_accuracy(pair: Pair, peers: dict, data_dir: str | None) -> dict:
-    """Accuracy (percent) of ONNX Runtime fp32 and of each peer on the model's full test split, and each
+def open_offered(pair: Pair, threads: int) -> dict:
+    """name ("openvino-bf16", "cpu-int8") -> engine, for each configuration in OFFERED this machine runs."""
+    engines = {}
+    for provider, precisions in OFFERED.items():
+        for precision in precisions:
+            try:
+                engines[f"{provider}-{precision}"] = open_engine(pair.onnx_path, provider, threads, precision=precision)
+            except EdgeclsError as exc:
+                log.info(f"{pair.spec.name}: {provider} {precision} not offered here: {str(exc).split(';')[0]}")
+    return engines
+
+
+def peer_accuracy(pair: Pair, engines: dict, data_dir: str | None) -> dict:
+    """Accuracy (percent) of ONNX Runtime fp32 and of each engine on the model's full test split, and each
     one's delta from ONNX Runtime in points; {} where the test split is not found."""
     from edgecls.data import load_for_spec
 
@@ -299,12 +355,12 @@ def peer_accuracy(pair: Pair, peers: dict, data_dir: str | None) -> dict:
         return {}
     test = test.subset(torch.arange(len(test)))  # decoded once
     uint8, labels = test.images().numpy(), test.labels.numpy()
-    runs = {"onnx": pair.classifier.run, **{name: engine.run for name, engine in peers.items()}}
-    out = {}
-    for name, run in runs.items():
-        pre = pair.classifier.preprocess
-        pred = np.concatenate([run(pre.normalize(uint8[i : i + 256])).argmax(1) for i in range(0, len(uint8), 256)])
-        out[name] = {"accuracy_pct": float((pred == labels).mean() * 100)}
+    pre = pair.classifier.preprocess
+    out, seen = {"onnx": {"accuracy_pct": accuracy_pct(pair.classifier.run, pre, uint8, labels)}}, {}
+    for name, engine in engines.items():  # an engine shared by a peer and an offered configuration runs once
+        if id(engine) not in seen:
+            seen[id(engine)] = accuracy_pct(engine.run, pre, uint8, labels)
+        out[name] = {"accuracy_pct": seen[id(engine)]}
     for name in out:
         out[name]["delta_points"] = out[name]["accuracy_pct"] - out["onnx"]["accuracy_pct"]
     out["images"] = int(len(labels))
@@ -514,12 +570,13 @@ def bench(
     data_dir: str | None = None,
     out: str | Path = f"{RUNS}/bench",
     peers: bool = False,
+    precision: str = "fp32",
 ) -> dict:
     """Benchmark `model` ("all" or a name); writes <out>/bench.json and bench.png. e2e_images: None all
     10,000 CIFAR-10 test JPEGs, 0 skips the end-to-end run. `peers`: OpenVINO at its default precision
     and in fp32 timed beside them, each row's best edgecls configuration, accuracies on the test split."""
-    if provider not in ("cpu", "cuda"):
-        raise UsageError(f"unknown provider {provider!r}; use cpu or cuda")
+    if provider not in ("cpu", "cuda", "tensorrt", "openvino"):
+        raise UsageError(f"unknown provider {provider!r}; use cpu, cuda, tensorrt or openvino")
     names = (
         [get_spec(model).name] if model != "all" else [n for n in model_names() if find_onnx(n, artifacts).is_file()]
     )
@@ -535,12 +592,12 @@ def bench(
     out = ensure_writable_dir(out, "--out")
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    if provider == "cuda" and not torch.cuda.is_available():
+    if provider in ("cuda", "tensorrt") and not torch.cuda.is_available():
         raise UsageError("--provider cuda needs a GPU that PyTorch sees too (for the eager side); use --provider cpu")
     # Open every model and find the data first: a bad file or folder fails before minutes of timing.
-    pairs = [open_pair(get_spec(n), provider, threads, artifacts) for n in names]
+    pairs = [open_pair(get_spec(n), provider, threads, artifacts, precision) for n in names]
     e2e = cifar_test_files(data_dir, e2e_images) if "cnn" in names and e2e_images != 0 else None
-    gemm = gemm_gflops(threads, provider)
+    gemm = gemm_gflops(threads, "cuda" if provider in ("cuda", "tensorrt") else "cpu")
     log.info(f"{cpu_name()}, {threads} threads, provider {provider}; fp32 GEMM 1024^3: {gemm:.1f} GFLOP/s")
     if skipped:
         log.info(f"skipped (no model.onnx, neither exported nor shipped): {', '.join(skipped)}")
@@ -551,19 +608,23 @@ def bench(
     )
     if peers and provider != "cpu":
         raise UsageError("--peers compares CPU engines; use --provider cpu")
-    peer_engines = {p.spec.name: open_peers(p, threads) for p in pairs} if peers else {}
-    accuracy = {p.spec.name: peer_accuracy(p, peer_engines[p.spec.name], data_dir) for p in pairs} if peers else {}
+    offered = {p.spec.name: open_offered(p, threads) for p in pairs} if peers else {}
+    peer_engines = {p.spec.name: open_peers(p, threads, offered[p.spec.name]) for p in pairs} if peers else {}
+    accuracy = {
+        p.spec.name: peer_accuracy(p, {**peer_engines[p.spec.name], **offered[p.spec.name]}, data_dir) for p in pairs
+    } if peers else {}  # fmt: skip
     results = [
-        bench_model(pair, batch_sizes=batch_sizes, seconds=seconds, gemm=gemm,
-                    peers=peer_engines.get(pair.spec.name), accuracy=accuracy.get(pair.spec.name))
+        bench_model(pair, batch_sizes=batch_sizes, seconds=seconds, gemm=gemm, peers=peer_engines.get(pair.spec.name),
+                    offered=offered.get(pair.spec.name), accuracy=accuracy.get(pair.spec.name))
         for pair in pairs
     ]  # fmt: skip
     for res in results if peers else ():
         for row in res["rows"]:
             cells = ", ".join(f"{n} {v['images_per_s']:,.0f}" for n, v in row["peers"].items())
+            ours = ", ".join(f"{n} {v['images_per_s']:,.0f}" for n, v in row["offered"].items())
             b = row["best"]
-            log.info(f"{res['model']:12}{row['batch_size']:>6}  peers: {cells} img/s; best: {b['engine']} "
-                     f"{b['precision']} {b['images_per_s']:,.0f} img/s")  # fmt: skip
+            log.info(f"{res['model']:12}{row['batch_size']:>6}  peers: {cells} img/s; offered: {ours} img/s; "
+                     f"best: {b['engine']} {b['precision']} {b['images_per_s']:,.0f} img/s")  # fmt: skip
     for res in results:
         for line in res["bounds"]:
             log.info(f"{res['model']}: {line}")
@@ -573,7 +634,9 @@ def bench(
         "hardware": hardware(provider, threads),
         "gemm_gflops": gemm,
         "seconds_per_point": seconds,
+        "precision": precision,
         "peers": {name: f"OpenVINO, precision {p}" for name, p in PEERS.items()} if peers else None,
+        "offered": {p: list(v) for p, v in OFFERED.items()} if peers else None,
         "models": results,
         "skipped": skipped,
     }

@@ -5,9 +5,10 @@
     python scripts/results_pages.py --check    # exit 1 when a page differs from what its JSON gives
 
 Each page renders one JSON file as it is: its top-level fields, then one table per list of records and
-one field table per nested object (nested values flattened to dotted names). The README's headline
-tables sit between `<!-- results:NAME -->` and `<!-- /results:NAME -->` and are written here too, from
-NAME.json. tests/test_docs.py runs the check, so a page that disagrees with its JSON fails the tests.
+one field table per nested object (nested values flattened to dotted names). The headline tables in the
+README and the guide sit between `<!-- results:NAME -->` and `<!-- /results:NAME -->` and are written here
+too, from NAME.json (GENERATED_TABLES). tests/test_docs.py runs the check, so a page that disagrees with
+its JSON fails the tests.
 """
 
 from __future__ import annotations
@@ -110,15 +111,67 @@ def serving_headline(data: dict) -> list[str]:
     return lines
 
 
-README_TABLES = {"serve-perf_analyzer": serving_headline}
+OFFERED_COLUMNS = {"cpu-int8": "ORT int8", "openvino-fp32": "OpenVINO fp32", "openvino-bf16": "OpenVINO bf16",
+                   "openvino-fp16": "OpenVINO fp16", "openvino-int8": "OpenVINO int8"}  # fmt: skip
 
 
-def readme(text: str) -> str:
-    """The README with each generated table written from its JSON."""
-    for stem, render_table in README_TABLES.items():
-        begin, end = f"<!-- results:{stem} -->", f"<!-- /results:{stem} -->"
-        if begin not in text or not (RESULTS / f"{stem}.json").is_file():
+def engines_headline(data: dict) -> list[str]:
+    """bench --peers JSON: images/s of eager, ORT fp32 and every configuration edgecls offers, OpenVINO's
+    default as a user gets it, the best that passes the gate; then accuracy deltas, then what bounds each miss."""
+    hw = data["hardware"]
+    offered = [c for c in OFFERED_COLUMNS if any(c in r.get("offered", {}) for m in data["models"] for r in m["rows"])]
+    lines = [
+        f"`edgecls bench --peers`, {data['created'][:10]}, {hw['cpu']} ({', '.join(hw['isa'][-6:])}), "
+        f"{hw['threads']} threads, onnxruntime {hw['onnxruntime']}. Images/s, warmed up, median of alternating "
+        "rounds; ORT / eager is the runtime aim (≥ 1.5x at 256, ≥ 4x at 1); best: the fastest configuration "
+        "edgecls offers whose accuracy is within 0.5 points of ORT fp32 (fp32 ones are parity-tested).",
+        "",
+        "| model | batch | eager | ORT fp32 | ORT / eager | "
+        + " | ".join(OFFERED_COLUMNS[c] for c in offered)
+        + " | OpenVINO default (peer) | best |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in offered) + " | --- | --- |",
+    ]
+    for model in data["models"]:
+        for r in model["rows"]:
+            cells = [f"{r['offered'][c]['images_per_s']:,.0f}" if c in r["offered"] else "–" for c in offered]
+            peer, best = r["peers"]["openvino"], r["best"]
+            lines.append(
+                f"| `{model['model']}` | {r['batch_size']} | {r['eager']['images_per_s']:,.0f} | "
+                f"{r['onnx']['images_per_s']:,.0f} | {r['speedup']:.2f}x | "
+                + " | ".join(cells)
+                + f" | {peer['images_per_s']:,.0f} ({peer['precision']}) | {best['engine']} {best['precision']} "
+                f"{best['images_per_s']:,.0f} |"
+            )
+    measured = [m for m in data["models"] if m.get("accuracy_points")]
+    if measured:
+        lines += ["", "Accuracy on the full test split, points against ORT fp32 (– not offered on this CPU):", "",
+                  "| model | ORT fp32 % | " + " | ".join(OFFERED_COLUMNS[c] for c in offered) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in offered) + " |"]  # fmt: skip
+        for m in measured:
+            acc = m["accuracy_points"]
+            cells = [f"{acc[c]['delta_points']:+.2f}" if c in acc else "–" for c in offered]
+            lines.append(f"| `{m['model']}` | {acc['onnx']['accuracy_pct']:.2f} | " + " | ".join(cells) + " |")
+    bounds = [f"- `{m['model']}`: {b}" for m in data["models"] for b in m["bounds"]]
+    if bounds:
+        lines += ["", "What bounds each missed aim, as the bench measured it:", "", *bounds]
+    return lines
+
+
+# (file, NAME) -> the table written between <!-- results:NAME --> markers there, from benchmarks/results/NAME.json
+GENERATED_TABLES = {
+    ("README.md", "serve-perf_analyzer"): serving_headline,
+    ("docs/guide/results.md", "bench-peers-xeon"): engines_headline,
+}
+
+
+def with_tables(path: str, text: str) -> str:
+    """`text` (of the file at `path`) with each generated table written from its JSON."""
+    for (where, stem), render_table in GENERATED_TABLES.items():
+        if where != path:
             continue
+        begin, end = f"<!-- results:{stem} -->", f"<!-- /results:{stem} -->"
+        if begin not in text or end not in text:
+            raise SystemExit(f"{path}: the markers {begin} ... {end} for the generated table are missing")
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
         body = "\n".join(render_table(json.loads((RESULTS / f"{stem}.json").read_text())))
@@ -131,7 +184,8 @@ def pages() -> dict[Path, str]:
     index = ["# Results", "", "Every page here is generated from a benchmark's JSON (`scripts/results_pages.py`):", ""]
     index += [f"- [{p.stem}]({p.name})" for p in out]
     out[PAGES / "index.md"] = "\n".join(index) + "\n"
-    out[REPO / "README.md"] = readme((REPO / "README.md").read_text())
+    for where in dict.fromkeys(w for w, _ in GENERATED_TABLES):
+        out[REPO / where] = with_tables(where, (REPO / where).read_text())
     return out
 
 
@@ -141,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wanted = pages()
     if args.check:
-        stale = [str(p.relative_to(REPO)) if p.parent == REPO else f"docs/results/{p.name}"
+        stale = [f"docs/results/{p.name}" if p.parent == PAGES else str(p.relative_to(REPO))
                  for p, text in wanted.items() if not p.is_file() or p.read_text() != text]  # fmt: skip
         extra = [f"docs/results/{p.name}" for p in PAGES.glob("*.md") if p not in wanted]
         for name in stale + extra:
@@ -150,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     PAGES.mkdir(parents=True, exist_ok=True)
     for path, text in wanted.items():
         path.write_text(text)
-    print(f"wrote {len(wanted) - 1} pages into docs/results and the README's result tables")
+    print(f"wrote {len(list(PAGES.glob('*.md')))} pages into docs/results, and the README's and guide's tables")
     return 0
 
 

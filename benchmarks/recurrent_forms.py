@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Graph forms of the recurrent models on ONNX Runtime's CPU provider, against eager PyTorch:
+
+    python benchmarks/recurrent_forms.py [--models rnn,birnn,gru,lstm] [--threads 2] [--out benchmarks/results]
+
+For each model (fresh weights: they do not change the timing), every form it can take:
+- torchscript: torch.onnx's TorchScript exporter, ONNX's fused RNN/GRU/LSTM nodes;
+- dynamo: torch.onnx's dynamo exporter (unrolls nn.RNN; keeps GRU/LSTM nodes);
+- steps: edgecls's steps form for the tanh RNNs (export/steps_form.py);
+- unrolled: GRU and LSTM written out step by step (this file's UnrolledCell), to measure whether an unrolled
+  form could beat the fused nodes (it is not an exporter edgecls offers).
+Each is timed at batch 1 and 256 on a 1-thread and a `--threads` session, warmed up, the median of
+alternating rounds, beside eager PyTorch with `--threads` threads. Writes recurrent_forms.json (its docs
+page is generated from it: scripts/results_pages.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import sys
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from edgecls.export.onnx_export import _export_one, _name_batch_axis
+from edgecls.machine import cpu_flags, cpu_name
+from edgecls.models import rows_as_sequence
+from edgecls.registry import get_spec
+from edgecls.runtime.ort_engine import session_options
+from edgecls.timing import time_calls
+
+ROUNDS = 3
+
+
+class UnrolledCell(nn.Module):
+    """A RowRNN's GRU or LSTM written out step by step (all steps' input projections in one matmul)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.rnn = model, model.rnn
+        self.kind = type(model.rnn).__name__
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, seq = self.rnn, rows_as_sequence(x)
+        for layer in range(r.num_layers):
+            w_hh, b_hh = getattr(r, f"weight_hh_l{layer}"), getattr(r, f"bias_hh_l{layer}")
+            xp = torch.matmul(seq, getattr(r, f"weight_ih_l{layer}").t()) + getattr(r, f"bias_ih_l{layer}")
+            h = torch.zeros_like(xp[:, 0, : r.hidden_size])
+            c, outs = torch.zeros_like(h), []
+            for t in range(seq.shape[1]):
+                gh, xt = torch.matmul(h, w_hh.t()) + b_hh, xp[:, t]
+                if self.kind == "GRU":
+                    xr, xz, xn = xt.chunk(3, 1)
+                    hr, hz, hn = gh.chunk(3, 1)
+                    z = torch.sigmoid(xz + hz)
+                    n = torch.tanh(xn + torch.sigmoid(xr + hr) * hn)
+                    h = n + z * (h - n)
+                else:
+                    i, f, g, o = (xt + gh).chunk(4, 1)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
+                outs.append(h)
+            seq = torch.stack(outs, 1)
+        return self.model.head(seq[:, -1])
+
+
+def forms(name: str, model: nn.Module, folder: Path) -> dict[str, Path]:
+    spec, out = get_spec(name), {}
+    for form in ("torchscript", "dynamo", "steps", "unrolled"):
+        path = folder / f"{name}.{form}.onnx"
+        if form == "unrolled":
+            if not isinstance(getattr(model, "rnn", None), (nn.GRU, nn.LSTM)) or not hasattr(model, "dropout"):
+                continue
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(UnrolledCell(model), (torch.randn(2, *spec.input_shape),), str(path), dynamo=False,
+                                  input_names=["input"], output_names=["logits"], opset_version=18,
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})  # fmt: skip
+        else:
+            try:
+                _export_one(model, spec, form, 18, path)
+            except ValueError:  # the steps form applies to the tanh RNNs only
+                continue
+            _name_batch_axis(path)
+        out[form] = path
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="rnn,birnn,gru,lstm")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=0.4, help="per side, round and batch size")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            spec = get_spec(name)
+            torch.manual_seed(0)
+            model = spec.build().eval()
+            files = forms(name, model, Path(tmp))
+            cpu = ["CPUExecutionProvider"]
+            sessions = {f"{form} {t}t": ort.InferenceSession(str(p), session_options(t), providers=cpu)
+                        for form, p in files.items() for t in sorted({1, args.threads})}  # fmt: skip
+            for batch in (1, 256):
+                x = torch.randn(batch, *spec.input_shape)
+                feed = {"input": x.numpy()}
+                with torch.inference_mode():
+                    expected = model(x).numpy()
+
+                    def eager(x=x, model=model):
+                        return model(x)
+
+                sides = {"eager": eager, **{k: (lambda s=s, f=feed: s.run(None, f)) for k, s in sessions.items()}}
+                diffs = {k: float(np.abs(s.run(None, feed)[0] - expected).max()) for k, s in sessions.items()}
+                times = {k: [] for k in sides}
+                for fn in sides.values():
+                    time_calls(fn, 0.1, min_reps=3)
+                for _ in range(ROUNDS):
+                    for k, fn in sides.items():
+                        with torch.inference_mode():
+                            times[k] += time_calls(fn, args.seconds / ROUNDS, min_reps=3)
+                ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+                for k in sessions:
+                    rows.append({"model": name, "batch": batch, "form": k.split()[0], "threads": int(k.split()[1][:-1]),
+                                 "ms": ms[k], "eager_ms": ms["eager"], "vs_eager": ms["eager"] / ms[k],
+                                 "max_abs_diff_vs_eager": diffs[k]})  # fmt: skip
+                line = "  ".join(f"{k} {ms[k]:.3f} ms ({ms['eager'] / ms[k]:.2f}x)" for k in sessions)
+                print(f"{name} batch {batch}: eager {ms['eager']:.3f} ms; {line}", flush=True)
+    report = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/recurrent_forms.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cpu": cpu_name(),
+        "isa": cpu_flags(),
+        "threads": args.threads,
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recurrent_forms.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out / 'recurrent_forms.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
