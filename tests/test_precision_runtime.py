@@ -173,3 +173,24 @@ def test_small_batches_run_on_the_faster_session_with_the_same_answers():
     x = np.random.default_rng(1).standard_normal((1, 1, 28, 28)).astype(np.float32)
     np.testing.assert_allclose(engine.run(x), engine.session.run(None, {"input": x})[0], atol=1e-6, rtol=0)
     engine.close()
+
+
+def test_serve_resolves_auto_per_model_and_caches_it(tmp_path, monkeypatch):
+    """`edgecls serve --precision auto`: each model's configuration is chosen at --max-batch when the server
+    starts (said on stderr), cached, and the served logits are that configuration's."""
+    import tritonclient.http as hc
+    from test_serve_lifecycle import serve_process
+
+    _no_data(monkeypatch, tmp_path)
+    args = ("--model", "cnn", "--provider", "cpu", "--precision", "auto", "--max-batch", "8", "--threads", "1")
+    with serve_process(*args) as (proc, url, _):
+        x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+        inp = hc.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = hc.InferenceServerClient(url).infer("cnn", [inp]).as_numpy("logits")
+        proc.terminate()
+        err = proc.communicate(timeout=30)[1]
+    assert "--precision auto: cpu fp32" in err  # no test data here: only fp32 counts
+    np.testing.assert_allclose(got, Classifier(shipped_onnx("cnn"), "cpu", threads=1).run(x), atol=1e-5, rtol=0)
+    (entry,) = json.loads(cache_file().read_text()).values()
+    assert (entry["provider"], entry["precision"], entry["batch_size"]) == ("cpu", "fp32", 8)
