@@ -27,6 +27,7 @@ from edgecls.runtime import Classifier, softmax
 
 from .openapi import CLASSIFY_BODY, INDEX_BODY, LOAD_BODY, describe_fast_routes
 from .protocol import (
+    EXTENSIONS,
     HEADER_LENGTH,
     MODEL_VERSION,
     ProtocolError,
@@ -45,7 +46,6 @@ MAX_FILES = 256  # images in one classify request
 MAX_IMAGE_PIXELS = 16_000_000
 DECODE_WORKERS = 2  # files decoded at once, across all classify requests; the rest queue
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "statistics"]
 
 
 def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:

@@ -26,6 +26,7 @@ import edgecls
 from edgecls.metadata import OUTPUT_NAME
 
 from .protocol import (
+    EXTENSIONS,
     MODEL_VERSION,
     InferRequest,
     ProtocolError,
@@ -129,8 +130,6 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     @answering
     async def ServerMetadata(self, request, context):
-        from .app import EXTENSIONS
-
         return pb.ServerMetadataResponse(name="edgecls", version=edgecls.__version__, extensions=EXTENSIONS)
 
     @answering

@@ -30,6 +30,10 @@ class ProtocolError(HttpError):
         self.grpc_code = grpc_code
 
 
+# the protocol extensions the server metadata names, over HTTP and gRPC alike
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "statistics"]
+
+
 @dataclass
 class InferRequest:
     inputs: np.ndarray  # float32 [N, C, H, W]

@@ -16,6 +16,13 @@ from edgecls.runtime import Classifier
 from edgecls.runtime.preprocess import normalize
 
 
+def shipped_classifiers(names) -> dict[str, Classifier]:
+    """The shipped models `names`, each on one CPU thread: what the serving tests serve."""
+    from edgecls.locations import shipped_onnx
+
+    return {name: Classifier(shipped_onnx(name), "cpu", threads=1) for name in names}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,14 +15,13 @@ import pytest
 import tritonclient.http as tc
 from conftest import assert_one_line_error, cuda_device_present
 from PIL import Image
-from serving import error_of, free_port, model_inputs, multipart, request, running
+from serving import error_of, free_port, model_inputs, multipart, request, running, shipped_classifiers
 from test_shipped import SHIPPED
 from tritonclient.utils import InferenceServerException
 
 from edgecls.commands.samples import sample_files
 from edgecls.locations import shipped_onnx
 from edgecls.registry import get_spec
-from edgecls.runtime import Classifier
 from edgecls.runtime.infer import infer
 from edgecls.serve.app import create_app
 
@@ -31,7 +30,7 @@ MAX_BATCH = 16
 
 @pytest.fixture(scope="module")
 def classifiers():
-    return {name: Classifier(shipped_onnx(name), "cpu", threads=1) for name in SHIPPED}
+    return shipped_classifiers(SHIPPED)
 
 
 @pytest.fixture(scope="module")

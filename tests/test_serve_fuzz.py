@@ -14,10 +14,9 @@ import tritonclient.http as hc
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from serving import free_port, request, running
+from serving import free_port, request, running, shipped_classifiers
 from tritonclient.grpc import service_pb2 as pb
 
-from edgecls.locations import shipped_onnx
 from edgecls.runtime import Classifier
 from edgecls.serve.app import create_app
 
@@ -29,7 +28,7 @@ UVICORN_REFUSAL = b"Invalid HTTP request received."
 
 @pytest.fixture(scope="module")
 def classifiers():
-    return {name: Classifier(shipped_onnx(name), "cpu", threads=1) for name in ("gru", "cnn")}
+    return shipped_classifiers(("gru", "cnn"))
 
 
 @pytest.fixture(scope="module")

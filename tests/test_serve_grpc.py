@@ -13,7 +13,7 @@ import tritonclient.grpc as gc
 import tritonclient.http as hc
 from google.protobuf import json_format, text_format
 from PIL import Image
-from serving import free_port, model_inputs, request, running
+from serving import free_port, model_inputs, request, running, shipped_classifiers
 from test_shipped import SHIPPED
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
@@ -23,7 +23,6 @@ from tritonclient.utils import InferenceServerException
 from edgecls.commands.samples import sample_files
 from edgecls.locations import shipped_onnx
 from edgecls.registry import get_spec
-from edgecls.runtime import Classifier
 from edgecls.serve.app import create_app
 from edgecls.serve.triton import write_repository
 
@@ -32,7 +31,7 @@ MAX_BATCH = 16
 
 @pytest.fixture(scope="module")
 def classifiers():
-    return {name: Classifier(shipped_onnx(name), "cpu", threads=1) for name in SHIPPED}
+    return shipped_classifiers(SHIPPED)
 
 
 @pytest.fixture(scope="module")
