@@ -242,3 +242,23 @@ def test_bench_peers_measures_accuracy_on_the_full_test_split(tmp_path, data_roo
     if model["rows"][-1]["peers"]["openvino"]["precision"] == "bf16":  # a CPU with AMX or AVX512-BF16
         assert abs(acc["openvino"]["delta_points"]) <= 0.5  # gru in bf16 passes the gate...
         assert model["rows"][-1]["best"]["images_per_s"] >= model["rows"][-1]["peers"]["openvino"]["images_per_s"]
+
+
+def test_bench_runs_the_onnx_side_in_the_precision_asked_for(tmp_path, monkeypatch):
+    """--precision int8: the shipped cnn's int8 file is the ONNX side (no logit comparison: it is gated on
+    accuracy); --precision auto: each batch size's choice, here with no test data so fp32 (cached after)."""
+    from edgecls.commands.bench import bench
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGECLS_DATA", str(tmp_path / "no-data"))
+    if (DEBIAN_DATASETS / "cifar10").exists():
+        pytest.skip(f"CIFAR-10 is installed in {DEBIAN_DATASETS}, which the data locator always reads")
+    common = dict(provider="cpu", batch_sizes=(1, 16), threads=2, seconds=0.05, e2e_images=0)
+    int8 = bench("cnn", **common, out=tmp_path / "int8", precision="int8")
+    rows = int8["models"][0]["rows"]
+    assert [r["onnx_precision"] for r in rows] == ["int8", "int8"] and int8["precision"] == "int8"
+    assert all(r["max_abs_logit_diff"] is None for r in rows)
+    auto = bench("cnn", **common, out=tmp_path / "auto", precision="auto")
+    assert [r["onnx_precision"] for r in auto["models"][0]["rows"]] == ["fp32", "fp32"]
+    cached = json.loads((tmp_path / "cache" / "edgecls" / "choices.json").read_text())
+    assert sorted(entry["batch_size"] for entry in cached.values()) == [1, 16]
