@@ -250,6 +250,8 @@ def bench_model(
             row[side]["gflops"] = flops * row[side]["images_per_s"] / 1e9
             row[side]["fraction_of_gemm"] = row[side]["gflops"] / gemm
         rows.append(row)
+        if engine is not pair.classifier.engine:  # --precision auto opened one for this batch size
+            engine.close()
         e, o = row["eager"], row["onnx"]
         log.info(
             f"{spec.name:12}{batch:>6}{e['median_ms']:>10.3f}{e['p90_ms']:>9.3f}{e['images_per_s']:>9.0f}"

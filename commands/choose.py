@@ -151,8 +151,9 @@ def choose(
                 engines[prov, precision] = _open(path, prov, precision, threads)
             except EdgeclsError as exc:  # not on this machine, or no such file: say why, go on
                 considered.append({"provider": prov, "precision": precision, "unavailable": str(exc)})
-    if ("cpu", "fp32") not in engines and provider in ("auto", "cpu"):
-        raise UsageError(f"ONNX Runtime cannot run {path} on the CPU; nothing to choose from")
+    if not engines or (("cpu", "fp32") not in engines and provider in ("auto", "cpu")):
+        why = next((c["unavailable"] for c in considered if c["precision"] == "fp32"), "")
+        raise UsageError(f"--precision auto: nothing to choose from for {path} on --provider {provider}: {why}")
     try:
         choice = _measure(info, engines, considered, batch, data_dir, say)
     finally:

@@ -194,3 +194,11 @@ def test_serve_resolves_auto_per_model_and_caches_it(tmp_path, monkeypatch):
     np.testing.assert_allclose(got, Classifier(shipped_onnx("cnn"), "cpu", threads=1).run(x), atol=1e-5, rtol=0)
     (entry,) = json.loads(cache_file().read_text()).values()
     assert (entry["provider"], entry["precision"], entry["batch_size"]) == ("cpu", "fp32", 8)
+
+
+@pytest.mark.skipif(_cuda_device(), reason="an NVIDIA device is present, so CUDA runs here")
+def test_auto_with_a_provider_that_cannot_run_here_is_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    result = cli("infer", sample_files("cifar10")[0], "--model", "cnn", "--provider", "cuda", "--precision", "auto")
+    assert_one_line_error(result, "--precision auto: nothing to choose from", "--provider cuda", "CUDA")
+    assert result.exit_code == 2 and not (tmp_path / "edgecls" / "choices.json").exists()
