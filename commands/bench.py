@@ -595,7 +595,9 @@ def bench(
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     if provider in ("cuda", "tensorrt") and not torch.cuda.is_available():
-        raise UsageError("--provider cuda needs a GPU that PyTorch sees too (for the eager side); use --provider cpu")
+        raise UsageError(
+            f"--provider {provider} needs a GPU that PyTorch sees too (for the eager side); use --provider cpu"
+        )
     # Open every model and find the data first: a bad file or folder fails before minutes of timing.
     pairs = [open_pair(get_spec(n), provider, threads, artifacts, precision) for n in names]
     e2e = cifar_test_files(data_dir, e2e_images) if "cnn" in names and e2e_images != 0 else None

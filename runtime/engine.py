@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecls.errors import UsageError
+from edgecls.metadata import read_props
 
 # provider name -> "module:class" of the engine that serves it (imported only when asked for)
 ENGINES = {
@@ -103,6 +104,13 @@ def variant_file(path: Path, precision: str) -> Path:
         raise UsageError(
             f"--precision {precision} runs {variant.name} beside {path}, and there is none; make one with "
             f"`edgecls quantize --model NAME --precision {precision}` and pass it with --onnx"
+        )
+    # a file copied in from another model's folder would answer with that model's classes
+    ours, theirs = (read_props(p).get("model") for p in (path, variant))
+    if ours != theirs:
+        raise UsageError(
+            f"{variant} holds model {theirs!r}, not {ours!r} like {path.name} beside it; remake it with "
+            f"`edgecls quantize --model {ours} --precision {precision}`"
         )
     return variant
 

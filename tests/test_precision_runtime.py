@@ -202,3 +202,15 @@ def test_auto_with_a_provider_that_cannot_run_here_is_one_line(cli, tmp_path, mo
     result = cli("infer", sample_files("cifar10")[0], "--model", "cnn", "--provider", "cuda", "--precision", "auto")
     assert_one_line_error(result, "--precision auto: nothing to choose from", "--provider cuda", "CUDA")
     assert result.exit_code == 2 and not (tmp_path / "edgecls" / "choices.json").exists()
+
+
+def test_an_int8_file_of_another_model_beside_it_is_refused(cli, tmp_path):
+    """gru's folder with cnn's int8 file copied in: --precision int8 refuses it in one line instead of
+    answering with cnn's classes."""
+    import shutil
+
+    shutil.copy(shipped_onnx("gru"), tmp_path / "model.onnx")
+    shutil.copy(shipped_onnx("cnn").with_name("model.int8.onnx"), tmp_path / "model.int8.onnx")
+    result = cli("infer", sample_files("cifar10")[0], "--onnx", tmp_path / "model.onnx", "--precision", "int8")
+    assert_one_line_error(result, "holds model 'cnn', not 'gru'", "edgecls quantize --model gru --precision int8")
+    assert result.exit_code == 2 and result.stdout == ""
