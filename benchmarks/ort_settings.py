@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import onnxruntime as ort
 from edgecls.errors import EdgeclsError
 from edgecls.fileio import ensure_writable_dir, write_report
 from edgecls.locations import find_onnx, shipped_names
-from edgecls.machine import cpu_flags, cpu_name
+from edgecls.machine import run_record
 from edgecls.metadata import INPUT_NAME, read_info
 from edgecls.registry import get_spec
 from edgecls.runtime.ort_engine import create_session, session_options
@@ -115,14 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(f"{k.split(' (')[0]} {v['speed_vs_baseline']:.2f}x" for k, v in row["variants"].items()),
                 flush=True,
             )
-    meta = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/ort_settings.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "cpu": cpu_name(),
-        "isa": cpu_flags(),
-        "threads": args.threads,
-        "onnxruntime": ort.__version__,
-    }
+    meta = run_record("benchmarks/ort_settings.py", argv, threads=args.threads, onnxruntime=ort.__version__)
     labels = list(rows[0]["variants"]) if rows else []
     lines = [
         f"ONNX Runtime execution choices, {meta['created']}: `{meta['command']}`",

@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import statistics
 import sys
 import tempfile
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,8 @@ import torch
 from torch import nn
 
 from edgecls.export.onnx_export import _export_one, _name_batch_axis
-from edgecls.machine import cpu_flags, cpu_name
+from edgecls.fileio import ensure_writable_dir, write_json
+from edgecls.machine import run_record
 from edgecls.models import rows_as_sequence
 from edgecls.registry import get_spec
 from edgecls.runtime.ort_engine import session_options
@@ -139,19 +138,10 @@ def main(argv=None) -> int:
                                  "max_abs_diff_vs_eager": diffs[k]})  # fmt: skip
                 line = "  ".join(f"{k} {ms[k]:.3f} ms ({ms['eager'] / ms[k]:.2f}x)" for k in sessions)
                 print(f"{name} batch {batch}: eager {ms['eager']:.3f} ms; {line}", flush=True)
-    report = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/recurrent_forms.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "cpu": cpu_name(),
-        "isa": cpu_flags(),
-        "threads": args.threads,
-        "onnxruntime": ort.__version__,
-        "torch": torch.__version__,
-        "rows": rows,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recurrent_forms.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = run_record("benchmarks/recurrent_forms.py", argv, threads=args.threads, onnxruntime=ort.__version__,
+                        torch=torch.__version__, rows=rows)  # fmt: skip
+    out = ensure_writable_dir(args.out, "--out")
+    write_json(out / "recurrent_forms.json", report)
     print(f"wrote {out / 'recurrent_forms.json'}")
     return 0
 

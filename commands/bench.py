@@ -34,10 +34,12 @@ from edgecls.locations import RUNS, find_onnx
 from edgecls.machine import cpu_flags, cpu_name
 from edgecls.registry import ModelSpec, get_spec, model_names
 from edgecls.runtime import Classifier, open_engine
+from edgecls.runtime.classifier import accuracy_pct
+from edgecls.runtime.engine import ACCURACY_GATE_POINTS
 from edgecls.runtime.parallel import available_cpus
 from edgecls.timing import time_calls, timed
 
-from .choose import GATE_POINTS, accuracy_pct, resolve
+from .choose import resolve
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZES = (1, 8, 64, 256)
@@ -280,7 +282,6 @@ PEERS = {"openvino": "default", "openvino-fp32": "fp32"}
 # and every configuration edgecls offers beside ONNX Runtime fp32 (the "onnx" side): provider -> precisions,
 # each timed where it opens on this machine (an absent file, extra or instruction set: left out, logged)
 OFFERED = {"cpu": ("int8",), "openvino": ("fp32", "bf16", "fp16", "int8")}
-ACCURACY_GATE_POINTS = GATE_POINTS
 
 
 def best_offered(row: dict, accuracy: dict) -> dict:
@@ -358,10 +359,10 @@ def peer_accuracy(pair: Pair, engines: dict, data_dir: str | None) -> dict:
     test = test.subset(torch.arange(len(test)))  # decoded once
     uint8, labels = test.images().numpy(), test.labels.numpy()
     pre = pair.classifier.preprocess
-    out, seen = {"onnx": {"accuracy_pct": accuracy_pct(pair.classifier.run, pre, uint8, labels)}}, {}
+    out, seen = {"onnx": {"accuracy_pct": accuracy_pct(pair.classifier.run, uint8, labels, prepare=pre.normalize)}}, {}
     for name, engine in engines.items():  # an engine shared by a peer and an offered configuration runs once
         if id(engine) not in seen:
-            seen[id(engine)] = accuracy_pct(engine.run, pre, uint8, labels)
+            seen[id(engine)] = accuracy_pct(engine.run, uint8, labels, prepare=pre.normalize)
         out[name] = {"accuracy_pct": seen[id(engine)]}
     for name in out:
         out[name]["delta_points"] = out[name]["accuracy_pct"] - out["onnx"]["accuracy_pct"]

@@ -27,12 +27,13 @@ from edgecls.fileio import write_json
 from edgecls.locations import user_cache
 from edgecls.machine import cpu_flags, cpu_name
 from edgecls.metadata import read_info
-from edgecls.runtime.engine import PRECISIONS, PROVIDERS, Engine, open_engine
+from edgecls.runtime.classifier import accuracy_pct
+from edgecls.runtime.engine import ACCURACY_GATE_POINTS, PRECISIONS, PROVIDERS, open_engine
 from edgecls.runtime.preprocess import Preprocessor
 from edgecls.timing import time_calls
 
 log = logging.getLogger(__name__)
-GATE_POINTS = 0.5  # the same gate `edgecls quantize` and `edgecls evaluate` hold reduced precision to
+GATE_POINTS = ACCURACY_GATE_POINTS  # the gate `edgecls quantize` and `edgecls evaluate` hold reduced precision to
 ROUNDS = 3
 SECONDS_PER_ROUND = 0.3
 # where auto looks when --provider auto: every engine; the ones this machine cannot run refuse in one line
@@ -105,16 +106,6 @@ def _test_split(model: str, data_dir: str | None):
     return (test.images().numpy(), test.labels.numpy()), test.source
 
 
-def accuracy_pct(run, preprocess: Preprocessor, images: np.ndarray, labels: np.ndarray, batch: int = 256) -> float:
-    """Top-1 accuracy (percent) of `run` (normalized float32 batch -> logits) over uint8 images."""
-    pred = [run(preprocess.normalize(images[i : i + batch])).argmax(1) for i in range(0, len(images), batch)]
-    return float((np.concatenate(pred) == labels).mean() * 100)
-
-
-def _open(path: Path, provider: str, precision: str, threads: int | None) -> Engine:
-    return open_engine(path, provider, threads, precision=precision)
-
-
 def choose(
     path: str | Path,
     provider: str = "auto",
@@ -148,7 +139,7 @@ def choose(
     for prov in providers:
         for precision in PRECISIONS:
             try:
-                engines[prov, precision] = _open(path, prov, precision, threads)
+                engines[prov, precision] = open_engine(path, prov, threads, precision=precision)
             except EdgeclsError as exc:  # not on this machine, or no such file: say why, go on
                 considered.append({"provider": prov, "precision": precision, "unavailable": str(exc)})
     if not engines or (("cpu", "fp32") not in engines and provider in ("auto", "cpu")):
@@ -179,8 +170,7 @@ def _measure(info, engines: dict, considered: list, batch: int, data_dir: str | 
     else:
         for key, engine in engines.items():
             if key[1] != "fp32" or key == reference:
-                accuracy[key] = accuracy_pct(engine.run, preprocess, *split)
-        ref = accuracy[reference]
+                accuracy[key] = accuracy_pct(engine.run, *split, prepare=preprocess.normalize)
     x = np.random.default_rng(0).standard_normal((batch, *info.input_shape)).astype(np.float32)
     times = {key: [] for key in engines}
     for engine in engines.values():
@@ -191,7 +181,7 @@ def _measure(info, engines: dict, considered: list, batch: int, data_dir: str | 
     rows = []
     for (prov, precision), engine in engines.items():
         speed = batch / statistics.median(times[prov, precision])
-        delta = accuracy[prov, precision] - ref if (prov, precision) in accuracy and split is not None else None
+        delta = accuracy[prov, precision] - accuracy[reference] if (prov, precision) in accuracy else None
         gated = precision == "fp32" or (delta is not None and abs(delta) <= GATE_POINTS)
         rows.append({"provider": prov, "precision": precision, "engine": engine.execution(batch),
                      "images_per_s": speed, "accuracy_delta_points": delta, "passed_gate": gated})  # fmt: skip

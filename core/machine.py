@@ -4,6 +4,8 @@ sets that decide which kernels ONNX Runtime and PyTorch run. Standard library on
 from __future__ import annotations
 
 import platform
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 ISA_FLAGS = (
@@ -42,3 +44,16 @@ def cpu_flags() -> list[str]:
     """The vector instruction sets this CPU reports, in ISA_FLAGS order."""
     have = set((_cpuinfo_line("flags") or "").split())
     return [f for f in ISA_FLAGS if f in have]
+
+
+def run_record(script: str, argv: list[str] | None = None, **extra) -> dict:
+    """The header a benchmark's JSON starts with: when, the command as typed (`argv`: its arguments, default
+    sys.argv[1:]), this CPU and its instruction sets, then `extra` (threads, library versions)."""
+    args = argv if argv is not None else sys.argv[1:]
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", script, *args]),
+        "cpu": cpu_name(),
+        "isa": cpu_flags(),
+        **extra,
+    }

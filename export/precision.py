@@ -29,9 +29,11 @@ from edgecls.locations import refuse_shipped
 from edgecls.metadata import read_props, write_props
 from edgecls.registry import get_spec
 from edgecls.runtime import Classifier
+from edgecls.runtime.classifier import accuracy_pct
+from edgecls.runtime.engine import ACCURACY_GATE_POINTS
 
 log = logging.getLogger(__name__)
-GATE_POINTS = 0.5
+GATE_POINTS = ACCURACY_GATE_POINTS
 PRECISIONS = ("int8", "fp16")
 
 
@@ -63,11 +65,6 @@ INT8_RECIPES = (
     Int8Recipe("minmax-ends-fp32", keep_ends_fp32=True),
     Int8Recipe("percentile", method="Percentile"),
 )
-
-
-def test_accuracy(classifier: Classifier, images: np.ndarray, labels: np.ndarray, batch: int = 256) -> float:
-    preds = np.concatenate([classifier.run(images[i : i + batch]).argmax(1) for i in range(0, len(images), batch)])
-    return float(100 * np.mean(preds == labels))
 
 
 def _calibration(spec, data_dir, count: int) -> np.ndarray:
@@ -155,7 +152,7 @@ def make_variant(
     ensure_writable_dir(out_dir)
     test = load_for_spec(spec, "test", data_dir, download=False)
     images, labels = normalize(test.images(), spec.preprocess).numpy(), test.labels.numpy()
-    base = test_accuracy(fp32, images, labels)
+    base = accuracy_pct(fp32.run, images, labels)
     log.info(f"{name} fp32: {base:.2f} % on the {len(labels):,} test images ({source})")
     target = out_dir / f"model.{precision}.onnx"
     tried = []
@@ -171,7 +168,7 @@ def make_variant(
                 _fp16(source, tmp) if recipe is None else _int8(source, tmp, recipe, cal, fp32.engine.inputs()[0].name)
                 _stamp(source, tmp, precision, method)
                 _loads_safely(tmp)
-                acc = test_accuracy(Classifier(tmp, "cpu"), images, labels)
+                acc = accuracy_pct(Classifier(tmp, "cpu").run, images, labels)
                 tried.append(
                     {
                         "recipe": label,

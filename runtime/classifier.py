@@ -91,6 +91,14 @@ class Classifier:
         return [self.class_names[i] for i in p.argmax(1)], p
 
 
+def accuracy_pct(run, images: np.ndarray, labels: np.ndarray, batch: int = 256, prepare=None) -> float:
+    """Top-1 accuracy (percent) of `run` (the model's input -> logits) over `images`, `batch` rows per
+    run; `prepare` turns each slice into the model's input first (e.g. Preprocessor.normalize for uint8)."""
+    prepare = prepare or (lambda rows: rows)
+    preds = [run(prepare(images[i : i + batch])).argmax(1) for i in range(0, len(images), batch)]
+    return float(100 * np.mean(np.concatenate(preds) == labels))
+
+
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

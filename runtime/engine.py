@@ -39,6 +39,9 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # --precision also takes "auto": the fastest configuration on this machine that passes the gate
 # (edgecls.commands.choose), resolved to a provider and one of PRECISIONS before an engine is opened.
 PRECISION_CHOICES = (*PRECISIONS, "auto")
+# The one accuracy gate for reduced precision: quantize keeps a variant, evaluate passes it, auto and bench
+# count it, when its top-1 accuracy on the full test split is within this many points of fp32.
+ACCURACY_GATE_POINTS = 0.5
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import ctypes
 import io
 import os
 import re
-import statistics
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +23,9 @@ import onnxruntime as ort
 from edgecls.errors import UsageError
 from edgecls.locations import user_cache
 from edgecls.metadata import INPUT_NAME, read_props
-from edgecls.timing import time_calls
 
 from .engine import Engine, TensorInfo, check_provider, variant_file
 from .parallel import BatchParallel, available_cpus, split_count
-
-SMALL_BATCH_PROBE_S, SMALL_BATCH_ROUNDS = 0.08, 4  # per session, choosing the small-batch session at open
 
 ORT_PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -248,28 +244,12 @@ class OrtEngine(Engine):
             self.parallel = BatchParallel(
                 lambda: create_session(str(self.path), "cpu", 1)[0], INPUT_NAME, self.threads, whole=self.session
             )
-            self.parallel.whole = self._small_batch_session()
+            self.parallel.choose_small_batch_session(self.session.get_inputs()[0].shape)
 
-    def _small_batch_session(self) -> ort.InferenceSession:
-        """The session for batches too small to split: the multi-thread one, or a 1-thread one where that is
-        faster at one row on this machine. The recurrent models' steps are too small to share between
-        threads, so their extra threads only add a hand-off per step: measured on 2 Xeon cores, a 1-thread
-        session ran batch 1 of lstm in 0.25 ms against 0.36 ms on two, rnn in 0.21 against 0.25, while gru
-        and the conv models gain from the second thread. Timed once here, warmed up, the best of alternating
-        rounds."""
-        one = self.parallel._sessions(1)[0]
-        shape = [d if isinstance(d, int) else 1 for d in self.session.get_inputs()[0].shape]
-        x = {INPUT_NAME: np.random.default_rng(0).standard_normal([1, *shape[1:]]).astype(np.float32)}
-        runs = {"whole": lambda: self.session.run(None, x), "one": lambda: one.run(None, x)}
-        for run in runs.values():
-            time_calls(run, 0, min_reps=3)  # warm-up
-        best, seconds = {name: float("inf") for name in runs}, SMALL_BATCH_PROBE_S / SMALL_BATCH_ROUNDS
-        for _ in range(SMALL_BATCH_ROUNDS):  # alternating: a busy moment of a shared machine hits both alike
-            for name, run in runs.items():
-                best[name] = min(best[name], statistics.median(time_calls(run, seconds)))
-        whole_s, one_s = best["whole"], best["one"]
-        self.small_batch_threads = 1 if one_s < whole_s else self.threads
-        return one if one_s < whole_s else self.session
+    @property
+    def small_batch_threads(self) -> int:
+        """Threads of the session batches too small to split run on."""
+        return self.parallel.small_batch_threads if self.parallel is not None else self.threads
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         if self.parallel is not None:
@@ -294,7 +274,7 @@ class OrtEngine(Engine):
             return f"{k} x 1-thread sessions"
         if self.provider != "cpu":
             return {"cuda": "CUDA", "tensorrt": "TensorRT"}[self.provider]
-        threads = self.small_batch_threads if self.parallel is not None else self.threads
+        threads = self.small_batch_threads
         return f"1 session, {threads} thread{'s' if threads > 1 else ''}"
 
     def close(self) -> None:

@@ -13,12 +13,16 @@ so smaller batches keep the single multi-thread session.
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from edgecls.timing import time_calls
+
 SPLIT_MIN_ROWS = 8  # rows per session below which splitting stops paying
+SMALL_BATCH_PROBE_S, SMALL_BATCH_ROUNDS = 0.08, 4  # per session, choosing the small-batch session at open
 
 
 def available_cpus() -> int:
@@ -42,9 +46,32 @@ class BatchParallel:
         if threads < 2:
             raise ValueError(f"batch-parallel execution needs at least 2 threads (got {threads})")
         self.make_session, self.input_name, self.threads, self.whole = make_session, input_name, threads, whole
+        self.small_batch_threads = threads  # what `whole` uses, until choose_small_batch_session says otherwise
         self.sessions: list = []
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="ort-split")
+
+    def choose_small_batch_session(self, input_shape) -> int:
+        """Batches too small to split run on `whole` or on a 1-thread session, whichever is faster at one row
+        on this machine; returns (and keeps in small_batch_threads) its thread count. The recurrent models'
+        steps are too small to share between threads, so there the extra threads only add a hand-off per
+        step: measured on 2 Xeon cores, a 1-thread session ran batch 1 of lstm in 0.45 ms against 0.52 ms on
+        two, rnn in 0.19 against 0.22 (benchmarks/results/recurrent_forms.json), while gru and the conv
+        models gain from the second thread. Timed once, warmed up, the best of alternating rounds (a busy
+        moment of a shared machine hits both alike)."""
+        one = self._sessions(1)[0]
+        shape = [d if isinstance(d, int) else 1 for d in input_shape[1:]]
+        x = {self.input_name: np.random.default_rng(0).standard_normal([1, *shape]).astype(np.float32)}
+        runs = {"whole": (self.whole, self.threads), "one": (one, 1)}
+        best = {name: float("inf") for name in runs}
+        for session, _ in runs.values():
+            time_calls(lambda s=session: s.run(None, x), 0, min_reps=3)  # warm-up
+        for _ in range(SMALL_BATCH_ROUNDS):
+            for name, (session, _) in runs.items():
+                seconds = SMALL_BATCH_PROBE_S / SMALL_BATCH_ROUNDS
+                best[name] = min(best[name], statistics.median(time_calls(lambda s=session: s.run(None, x), seconds)))
+        self.whole, self.small_batch_threads = runs[min(best, key=best.get)]
+        return self.small_batch_threads
 
     def _sessions(self, count: int) -> list:
         with self.lock:
