@@ -260,10 +260,11 @@ def bench_model(
             f"{100 * e['fraction_of_gemm']:>7.1f}%{o['median_ms']:>10.3f}{o['p90_ms']:>9.3f}{o['images_per_s']:>9.0f}"
             f"{100 * o['fraction_of_gemm']:>7.1f}%{row['speedup']:>8.2f}x"
         )
-    nodes = onnx_nodes(pair.onnx_path)
+    ran = pair.classifier.engine.path  # the file the provider runs: an int8/fp16 file, CUDA's fused form
+    nodes = onnx_nodes(ran)
     result = {
         "model": spec.name,
-        "onnx": str(pair.onnx_path),
+        "onnx": str(ran),
         "exporter": pair.classifier.info.exporter,
         "onnx_provider": pair.classifier.providers[0],
         "eager_weights": str(ckpt_path or FRESH),

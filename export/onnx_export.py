@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 EXPORTERS = ("torchscript", "dynamo", "steps")
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset; ORT >= 1.14 runs it
 MIN_OPSET = 14  # GRU/LSTM/RNN with batch_first layouts and the ops these graphs use
+RECURRENT_OPS = {"RNN", "GRU", "LSTM"}  # ONNX's fused recurrent nodes (cuDNN kernels on ORT's CUDA provider)
+FUSED_FILE = "model.fused.onnx"  # that form beside model.onnx, where model.onnx unrolled it (engine.PREFERRED_FORMS)
 TIE_MARGIN = 0.10  # within 10 % of each other, the smaller graph (fewer nodes) wins: timings are noisy
 
 
@@ -168,6 +170,13 @@ def export_model(
             raise EdgeclsError(
                 f"export of {name} failed validation: {why}; report in {report_path}, model.onnx not written"
             )
+        fused = _fused_form(tried, chosen)
+        if fused:  # validated like the chosen file; written first, so model.onnx never has a stale one beside it
+            _describe(tmp_files[fused], spec, ckpt.get("test_accuracy"), fused, opset, validate_parity)
+            os.replace(tmp_files[fused], out / FUSED_FILE)
+            report["fused_form"] = {"file": FUSED_FILE, "exporter": fused}
+        else:  # one from an earlier export would hold the earlier weights
+            (out / FUSED_FILE).unlink(missing_ok=True)
         _describe(tmp_files[chosen], spec, ckpt.get("test_accuracy"), chosen, opset, validate_parity)
         os.replace(tmp_files[chosen], out / "model.onnx")
         write_json(report_path, report)
@@ -179,6 +188,8 @@ def export_model(
     else:
         log.info(f"{name}: {tried[chosen]['summary']}")
     log.info(f"exported {name} with the {chosen} exporter (opset {opset}): {out / 'model.onnx'}; {why}")
+    if fused:
+        log.info(f"and the {fused} exporter's fused recurrent nodes, for CUDA: {out / FUSED_FILE}")
     if ort:
         _write_ort(out / "model.onnx", spec, real, atol, report, report_path)
     return ExportResult(out / "model.onnx", report_path, chosen, report)
@@ -216,6 +227,18 @@ def _try_exporter(
     if timed and entry["passed"]:
         entry["timing"] = time_onnx(str(tmp), spec.input_shape)
     return entry
+
+
+def _fused_form(tried: dict[str, dict], chosen: str) -> str | None:
+    """The exporter whose validated file holds ONNX's fused RNN/GRU/LSTM nodes, where the chosen file unrolled
+    the recurrence (the steps form of rnn and birnn): a GPU runs the fused nodes as one cuDNN kernel per
+    layer, the unrolled ones as a kernel launch per node and step."""
+    if RECURRENT_OPS & set(tried[chosen].get("op_types", {})):
+        return None
+    for exporter, entry in tried.items():
+        if entry.get("passed") and RECURRENT_OPS & set(entry.get("op_types", {})):
+            return exporter
+    return None
 
 
 def _versions() -> dict:
@@ -281,8 +304,9 @@ def _choose(tried: dict[str, dict], requested: str) -> tuple[str | None, str]:
         return only, f"only {only} passed ({others})"
     scores = {k: _score(v["timing"]) for k, v in passed.items()}
     fastest = min(scores, key=scores.get)
-    smallest = min(passed, key=lambda k: passed[k]["nodes"])
-    pick = smallest if scores[smallest] <= scores[fastest] * (1 + TIE_MARGIN) else fastest
+    # of those within TIE_MARGIN of the fastest, the smallest graph (the fastest is among them)
+    near = [k for k in passed if scores[k] <= scores[fastest] * (1 + TIE_MARGIN)]
+    pick = min(near, key=lambda k: (passed[k]["nodes"], scores[k]))
     detail = ", ".join(f"{k} {scores[k]:.4f} ms/img ({passed[k]['nodes']} nodes)" for k in scores)
     rule = "fastest" if pick == fastest else f"within {TIE_MARGIN:.0%} of the fastest and the smallest graph"
     both = " and ".join(passed)

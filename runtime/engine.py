@@ -96,26 +96,53 @@ def check_threads(threads) -> None:
         raise UsageError(f"--threads must be a whole number of at least 1 (got {threads!r})")
 
 
+def _sibling(path: Path, kind: str) -> Path:
+    """model.<kind>.onnx beside model.onnx (any stem), or `path` itself when it is that file."""
+    path = Path(path)
+    if path.name.endswith(f".{kind}.onnx"):
+        return path
+    return path.with_name(f"{path.name.removesuffix('.onnx')}.{kind}.onnx")
+
+
+def _same_model(path: Path, sibling: Path, remake: str) -> Path:
+    # a file copied in from another model's folder would answer with that model's classes
+    ours, theirs = (read_props(p).get("model") for p in (path, sibling))
+    if ours != theirs:
+        raise UsageError(
+            f"{sibling} holds model {theirs!r}, not {ours!r} like {Path(path).name} beside it; {remake.format(ours)}"
+        )
+    return sibling
+
+
 def variant_file(path: Path, precision: str) -> Path:
     """The file an engine runs for `precision` where the precision lives in the file (int8, fp16 on
     CUDA): model.<precision>.onnx beside the fp32 model.onnx, or `path` itself when it is that file."""
-    path = Path(path)
-    if path.name.endswith(f".{precision}.onnx"):
-        return path
-    variant = path.with_name(f"{path.name.removesuffix('.onnx')}.{precision}.onnx")
+    variant = _sibling(path, precision)
+    if variant == Path(path):
+        return variant
     if not variant.is_file():
         raise UsageError(
             f"--precision {precision} runs {variant.name} beside {path}, and there is none; make one with "
             f"`edgecls quantize --model NAME --precision {precision}` and pass it with --onnx"
         )
-    # a file copied in from another model's folder would answer with that model's classes
-    ours, theirs = (read_props(p).get("model") for p in (path, variant))
-    if ours != theirs:
-        raise UsageError(
-            f"{variant} holds model {theirs!r}, not {ours!r} like {path.name} beside it; remake it with "
-            f"`edgecls quantize --model {ours} --precision {precision}`"
-        )
-    return variant
+    return _same_model(path, variant, f"remake it with `edgecls quantize --model {{}} --precision {precision}`")
+
+
+# The graph form a provider runs fastest, where export wrote it beside model.onnx (which holds the form the
+# CPU runs fastest). "fused": ONNX's RNN/GRU/LSTM nodes, which ORT's CUDA provider runs as cuDNN's fused
+# kernels, one per layer; the steps form that rnn and birnn ship for the CPU is two small nodes per time step,
+# each its own kernel launch on a GPU. TensorRT builds its own kernels from either and keeps model.onnx.
+PREFERRED_FORMS = {"cuda": "fused"}
+
+
+def form_file(path: Path, provider: str) -> Path:
+    """The file `provider` runs for the fp32 model at `path`: its preferred form beside it where there is
+    one (export wrote it), else `path`."""
+    form = PREFERRED_FORMS.get(provider)
+    sibling = _sibling(path, form) if form else Path(path)
+    if sibling == Path(path) or not sibling.is_file():
+        return Path(path)
+    return _same_model(path, sibling, "remove it, or export the model again (`edgecls export --model {}`)")
 
 
 def open_engine(

@@ -3,6 +3,10 @@ really in use or an error, never a silent CPU fallback (ORT's own behaviour when
 load); with "auto" the reason CUDA was not taken is kept. On the CPU, large batches are split across
 1-thread sessions (parallel.py).
 
+On a GPU (CUDA, TensorRT) batches run through IOBinding with buffers kept on the device (iobinding.py); on
+CUDA, batch 1 replays a CUDA graph, and fp32 runs the file's fused graph form where export wrote one
+(engine.PREFERRED_FORMS).
+
 Precision: fp32 runs the file as it is. int8 runs model.int8.onnx (static QDQ, `edgecls quantize`) on the
 CPU provider, fp16 runs model.fp16.onnx on CUDA, or builds TensorRT's engine with fp16 kernels allowed."""
 
@@ -24,7 +28,8 @@ from edgecls.errors import UsageError
 from edgecls.locations import user_cache
 from edgecls.metadata import INPUT_NAME, read_props
 
-from .engine import Engine, TensorInfo, check_provider, variant_file
+from .engine import Engine, TensorInfo, check_provider, form_file, variant_file
+from .iobinding import BoundSession
 from .parallel import BatchParallel, available_cpus, split_count
 
 ORT_PROVIDERS = {
@@ -224,9 +229,30 @@ def _tensors(values) -> list[TensorInfo]:
     return [TensorInfo(v.name, v.type, tuple(v.shape)) for v in values]
 
 
+def cuda_graph_session(path: str, threads: int | None = None) -> tuple[BoundSession | None, str]:
+    """A CUDA session of the file whose batch-1 run is captured as a CUDA graph and then replayed: one
+    launch for the whole model instead of one per node (a recurrent model has dozens per time step). The
+    graph replays against fixed buffers, so it runs through IOBinding and at this one batch size. Returns
+    the session ready to replay, or None and why ORT could not capture it (a node off the GPU, a copy
+    between devices inside the graph)."""
+    options = {**CUDA_OPTIONS, "enable_cuda_graph": "1"}
+    try:
+        with _captured_stderr():
+            session = ort.InferenceSession(path, session_options(threads), providers=[(ORT_PROVIDERS["cuda"], options)])
+            bound = BoundSession(session, "cuda")
+            zeros = np.zeros((1, *session.get_inputs()[0].shape[1:]), np.float32)
+            for _ in range(2):  # the first run allocates, the second captures
+                bound.run(zeros)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, first[:300]
+    return bound, ""
+
+
 class OrtEngine(Engine):
     """One ONNX Runtime session (the whole batch, all threads) and, on the CPU with 2 threads or more,
-    1-thread sessions that large batches are split across."""
+    1-thread sessions that large batches are split across; on a GPU, the session bound to device buffers
+    and (CUDA) a CUDA-graph session for batch 1."""
 
     def __init__(
         self, path: Path, provider: str = "auto", threads: int | None = None, split: bool = True, precision="fp32"
@@ -238,13 +264,21 @@ class OrtEngine(Engine):
         self.session, self.fallback_reason = create_session(str(self.path), provider, threads, precision=precision)
         self.providers = self.session.get_providers()
         self.provider = {v: k for k, v in ORT_PROVIDERS.items()}[self.providers[0]]
+        if precision == "fp32" and form_file(self.path, self.provider) != self.path:  # known only now for "auto"
+            self.path = form_file(self.path, self.provider)
+            self.session = create_session(str(self.path), self.provider, threads)[0]
         self.threads = threads or available_cpus()
-        self.parallel = None
+        self.parallel = self.bound = self.graph = None
+        self.graph_reason = ""
         if split and self.provider == "cpu" and self.threads >= 2:
             self.parallel = BatchParallel(
                 lambda: create_session(str(self.path), "cpu", 1)[0], INPUT_NAME, self.threads, whole=self.session
             )
             self.parallel.choose_small_batch_session(self.session.get_inputs()[0].shape)
+        if self.provider != "cpu":
+            self.bound = BoundSession(self.session, "cuda")
+        if self.provider == "cuda":
+            self.graph, self.graph_reason = cuda_graph_session(str(self.path), threads)
 
     @property
     def small_batch_threads(self) -> int:
@@ -254,10 +288,14 @@ class OrtEngine(Engine):
     def run(self, inputs: np.ndarray) -> np.ndarray:
         if self.parallel is not None:
             return self.parallel.run(inputs)
+        if self.bound is None:
+            return self.session.run(None, {INPUT_NAME: inputs})[0]
+        if self.graph is not None and len(inputs) == 1:
+            return self.graph.run(inputs)
         if self.provider == "tensorrt" and len(inputs) > TRT_MAX_BATCH:  # beyond the engine's batch profile
             parts = [inputs[i : i + TRT_MAX_BATCH] for i in range(0, len(inputs), TRT_MAX_BATCH)]
-            return np.concatenate([self.session.run(None, {INPUT_NAME: p})[0] for p in parts])
-        return self.session.run(None, {INPUT_NAME: inputs})[0]
+            return np.concatenate([self.bound.run(p) for p in parts])
+        return self.bound.run(inputs)
 
     def metadata(self) -> dict[str, str]:
         return read_props(self.session)
@@ -272,8 +310,15 @@ class OrtEngine(Engine):
         k = split_count(rows, self.threads) if self.parallel is not None else 1
         if k > 1:
             return f"{k} x 1-thread sessions"
-        if self.provider != "cpu":
-            return {"cuda": "CUDA", "tensorrt": "TensorRT"}[self.provider]
+        if self.provider == "tensorrt":
+            return "TensorRT, IOBinding"
+        if self.provider == "cuda":
+            form = " (fused form)" if self.path.name.endswith(".fused.onnx") else ""
+            if rows == 1 and self.graph:
+                return f"CUDA{form}, CUDA graph"
+            if rows == 1:
+                return f"CUDA{form}, IOBinding (no CUDA graph: {self.graph_reason})"
+            return f"CUDA{form}, IOBinding"
         threads = self.small_batch_threads
         return f"1 session, {threads} thread{'s' if threads > 1 else ''}"
 

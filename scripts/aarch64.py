@@ -6,12 +6,13 @@
 
 `probe` runs wherever edgecls is installed (the x86 checkout, or the wheel in an emulated arm64 root) and
 needs only the runtime (onnxruntime, numpy, Pillow): for every shipped file (artifacts/*/model.onnx and
-its reduced-precision variants model.*.onnx) it writes the logits the runtime gives on that model's
-sample images (samples/), its ms per image, and with --cli the top-1 labels `edgecls infer` prints.
+its variants model.*.onnx: reduced precision, or the fused graph form in fp32) it writes the logits the
+runtime gives on that model's sample images (samples/), its ms per image, and with --cli the top-1 labels
+`edgecls infer` prints.
 
 `compare` (on the host, where onnx is installed) applies the gates, prints one table and exits 1 on any
 difference:
-- fp32: max |Δlogit| within the model's parity atol, and the same top-1 on every image;
+- fp32 (model.onnx, model.fused.onnx): max |Δlogit| within the model's parity atol, and the same top-1 on every image;
 - a reduced-precision file: within one output quantization step (the scale of the DequantizeLinear that
   makes the logits), and the same top-1 wherever the x86 margin between the two leading logits exceeds
   two steps: each of the two may move by one step, so a smaller margin may tie or flip.
@@ -99,11 +100,14 @@ def output_step(path: Path) -> float:
     return float(numpy_helper.to_array(inits[producer.input[1]]).max())
 
 
+FP32 = ("fp32", "fused")  # what shipped_files calls the fp32 files: model.onnx, and its fused graph form
+
+
 def gate(model: str, precision: str, ref: np.ndarray, got: np.ndarray, step: float, atol: float) -> dict:
     """One file on one CPU against x86: the figures and whether the gates pass."""
     diff = float(np.abs(ref - got).max())
     same = ref.argmax(1) == got.argmax(1)
-    if precision == "fp32":
+    if precision in FP32:
         bar, must_agree = atol, np.ones(len(ref), bool)
     else:
         top2 = np.sort(ref, axis=1)[:, -2:]
@@ -146,14 +150,14 @@ def compare(x86_file: Path, arm_files: list[Path], artifacts: Path, report: Path
             if "cli_top1" in row and "cli_top1" in ref:
                 agree = sum(a == b for a, b in zip(row["cli_top1"], ref["cli_top1"]))
                 cli = f"{agree}/{len(ref['cli_top1'])}"
-                if row["precision"] == "fp32" and agree != len(ref["cli_top1"]):
+                if row["precision"] in FP32 and agree != len(ref["cli_top1"]):
                     g["passed"] = False
             failed += not g["passed"]
             records.append({"model": row["model"], "file": row["file"], "cpu": cpu, "step": step,
                             "ms_per_image": row["ms_per_image"], "cli_top1": cli, **g})  # fmt: skip
-            bar = f"atol {g['bar']:.0e}" if row["precision"] == "fp32" else f"1 step ({step:.3g})"
+            bar = f"atol {g['bar']:.0e}" if row["precision"] in FP32 else f"1 step ({step:.3g})"
             agreement = f"{g['top1_agree']}/{g['images']}" + (
-                f" ({g['top1_required']} with a margin over 2 steps)" if row["precision"] != "fp32" else ""
+                f" ({g['top1_required']} with a margin over 2 steps)" if row["precision"] not in FP32 else ""
             )
             lines.append(
                 f"| `{row['model']}` | {row['file']} | {cpu} | {g['max_abs_diff']:.2e} | {bar} | {agreement} "

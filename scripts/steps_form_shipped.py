@@ -65,6 +65,14 @@ def weights_from_onnx(name: str, path: Path) -> dict[str, torch.Tensor]:
     raise SystemExit(f"{name}: no assignment of {path}'s initializers reproduces its logits")
 
 
+def export_from_weights(name: str, state: dict, test_accuracy: float, folder: Path, exporter: str):
+    """`edgecls export` (its parity validation included) of a checkpoint written from `state` into `folder`."""
+    ckpt = folder / name / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    ckpt_io.save({"format": ckpt_io.FORMAT, "model": name, "state_dict": state, "test_accuracy": test_accuracy}, ckpt)
+    return export_model(name, artifacts=folder, checkpoint=ckpt, exporter=exporter)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", choices=["rnn", "birnn"])
@@ -75,11 +83,7 @@ def main(argv=None) -> int:
         state = weights_from_onnx(name, shipped)
         props = read_props(onnx.load(str(shipped)))
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = Path(tmp) / name / "checkpoint.pt"
-            ckpt.parent.mkdir()
-            ckpt_io.save({"format": ckpt_io.FORMAT, "model": name, "state_dict": state,
-                          "test_accuracy": float(props["test_accuracy"])}, ckpt)  # fmt: skip
-            result = export_model(name, artifacts=tmp, checkpoint=ckpt, exporter="steps")
+            result = export_from_weights(name, state, float(props["test_accuracy"]), Path(tmp), "steps")
             test = load_for_spec(spec, "test", download=False)
             x, y = normalize(test.images(), spec.preprocess).numpy(), test.labels.numpy()
             old, new = Classifier(shipped, "cpu"), Classifier(result.onnx_path, "cpu")

@@ -83,6 +83,16 @@ def test_export_random_init_both_exporters_and_auto(data_root, tmp_path, name):
     assert info.color_mode == spec.preprocess.color_mode and info.exporter == report["exporter"]
     assert info.opset == 18 and info.validated
     onnx.checker.check_model(str(onnx_path), full_check=True)
+    # where model.onnx unrolled the recurrence, the fused nodes (cuDNN on CUDA) are written beside it, validated
+    fused = tmp_path / name / "model.fused.onnx"
+    if name in ("rnn", "birnn"):
+        assert report["fused_form"] == {"file": "model.fused.onnx", "exporter": "torchscript"}
+        assert {n.op_type for n in graph(fused).graph.node} & {"RNN"} and batch_dims(fused) == ["batch", "batch"]
+        session = ort.InferenceSession(str(fused), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], eager, atol=spec.atol, rtol=0)
+        assert ModelInfo.from_props(read_props(graph(fused))).model == name
+    else:  # the file holds fused nodes already (gru, lstm, crnn), or there is no recurrence (cnn)
+        assert "fused_form" not in report and not fused.exists()
 
 
 @pytest.mark.parametrize("name", model_names())
@@ -99,6 +109,32 @@ def test_export_briefly_trained_model_through_cli(cli, data_root, tmp_path, name
     ckpt = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
     props = read_props(graph(tmp_path / name / "model.onnx"))
     assert float(props["test_accuracy"]) == pytest.approx(ckpt["test_accuracy"])
+
+
+def test_an_export_without_a_fused_form_removes_an_earlier_one(tmp_path):
+    """model.fused.onnx from an earlier export holds the earlier weights: an export that writes none (here the
+    steps form alone, asked for) removes it, so CUDA never runs other weights than model.onnx holds."""
+    spec = get_spec("rnn")
+    write_checkpoint(spec, tmp_path / "rnn" / "checkpoint.pt")
+    export_model("rnn", artifacts=tmp_path, data_dir=str(tmp_path / "none"))
+    assert (tmp_path / "rnn" / "model.fused.onnx").is_file()
+    write_checkpoint(spec, tmp_path / "rnn" / "checkpoint.pt", seed=1)
+    report = export_model("rnn", artifacts=tmp_path, exporter="steps", data_dir=str(tmp_path / "none")).report
+    assert not (tmp_path / "rnn" / "model.fused.onnx").exists() and "fused_form" not in report
+
+
+def test_auto_takes_the_smallest_graph_within_the_tie_margin_of_the_fastest():
+    """Timings are noisy: of the exporters within 10 % of the fastest, the one with the fewest nodes wins (here
+    steps over dynamo, though torchscript's graph is smaller still: it is 2x slower)."""
+    from edgecls.export.onnx_export import _choose
+
+    def entry(ms, nodes):
+        return {"passed": True, "nodes": nodes, "timing": {"batch_1_ms_per_image": ms, "batch_256_ms_per_image": ms}}
+
+    tried = {"torchscript": entry(0.1223, 37), "dynamo": entry(0.0613, 359), "steps": entry(0.0626, 187)}
+    assert _choose(tried, "auto")[0] == "steps"
+    tried["steps"] = entry(0.0700, 187)  # 14 % slower than dynamo
+    assert _choose(tried, "auto")[0] == "dynamo"
 
 
 def test_exporters_differ_as_documented_for_rnn(tmp_path):
