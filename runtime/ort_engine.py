@@ -241,7 +241,7 @@ def cuda_graph_session(path: str, threads: int | None = None) -> tuple[BoundSess
             session = ort.InferenceSession(path, session_options(threads), providers=[(ORT_PROVIDERS["cuda"], options)])
             bound = BoundSession(session, "cuda")
             zeros = np.zeros((1, *session.get_inputs()[0].shape[1:]), np.float32)
-            for _ in range(2):  # the first run allocates, the second captures
+            for _ in range(3):  # the first run allocates, the second captures, the third replays
                 bound.run(zeros)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
