@@ -775,7 +775,8 @@ def web_cmd(models, host, port, out, artifacts):
     "--kind",
     ["auto", "cpu", "gpu"],
     "auto",
-    "instance_group kind (auto: GPU where Triton has one).",
+    "instance_group kind (auto: GPU where Triton has one); gpu also takes the graph form CUDA runs "
+    "(model.fused.onnx where export wrote one).",
 )
 @click.option("--artifacts", type=click.Path(), default=None, help="Take models from <artifacts>/<NAME>/.")
 @cli_errors(nothing_run=True, interrupted=None)

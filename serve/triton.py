@@ -4,7 +4,8 @@ layout Triton's onnxruntime backend expects:
     DIR/<name>/config.pbtxt      max_batch_size, dims without the batch axis, the input's format
                                  (FORMAT_NCHW), dynamic_batching, instance_group, the class names
                                  as label_filename
-    DIR/<name>/1/model.onnx      the ONNX file, byte for byte
+    DIR/<name>/1/model.onnx      the ONNX file, byte for byte; with --kind gpu the graph form CUDA runs
+                                 (model.fused.onnx where export wrote one: runtime.engine.PREFERRED_FORMS)
     DIR/<name>/labels.txt        one class name per line (Triton's classification extension)
 
 Names, datatypes and dims are read from the ONNX graph itself (ONNX Runtime, no torch, no onnx).
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from edgecls.errors import UsageError
 from edgecls.runtime import Classifier
+from edgecls.runtime.engine import form_file
 
 log = logging.getLogger(__name__)
 LABELS_FILE = "labels.txt"
@@ -118,6 +120,9 @@ def write_repository(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file; give a folder for the model repository")
+    # Triton's onnxruntime backend on a GPU is ORT's CUDA provider: it gets the form that provider runs best
+    if kind == "gpu":
+        sources = {name: form_file(path, "cuda") for name, path in sources.items()}
     classifiers = {name: Classifier(path, "cpu", threads=1) for name, path in sources.items()}  # all load first
     configs = {
         name: model_config(clf, name, max_batch, max_delay_ms, instances, kind) for name, clf in classifiers.items()

@@ -96,6 +96,9 @@ def test_each_provider_runs_its_form(tmp_path):
         form_file(tmp_path / "model.onnx", "cuda")
     assert "holds model 'gru', not 'rnn'" in str(err.value) and "export the model again" in str(err.value)
     assert form_file(tmp_path / "model.onnx", "cpu") == tmp_path / "model.onnx"
+    (tmp_path / "model.fused.onnx").write_bytes(b"not an onnx file")  # damaged: one line, not a traceback
+    with pytest.raises(UsageError, match="ONNX Runtime cannot load .*model.fused.onnx"):
+        form_file(tmp_path / "model.onnx", "cuda")
 
 
 @pytest.mark.parametrize("name", ["rnn", "birnn"])

@@ -80,6 +80,20 @@ def test_options_and_rewrite(cli, tmp_path):
     assert list(config.input[0].dims) == [3, 32, 32] and list(config.output[0].dims) == [10]
 
 
+def test_a_gpu_repository_holds_the_form_cuda_runs(cli, tmp_path):
+    """With --kind gpu, rnn's folder holds its fused form (ONNX RNN nodes, cuDNN on Triton's CUDA provider),
+    gru's the file it has (fused GRU nodes already); for the CPU, the steps form edgecls runs there."""
+    from edgecls.locations import shipped_onnx
+
+    for kind, rnn_file in (("gpu", "model.fused.onnx"), ("cpu", "model.onnx")):
+        result = cli("triton", tmp_path / kind, "--model", "rnn", "--model", "gru", "--kind", kind)
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / kind / "rnn" / "1" / "model.onnx").read_bytes() == shipped_onnx("rnn").with_name(
+            rnn_file
+        ).read_bytes()
+        assert (tmp_path / kind / "gru" / "1" / "model.onnx").read_bytes() == shipped_onnx("gru").read_bytes()
+
+
 def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path):
     assert_one_line_error(cli("triton", tmp_path / "r", "--model", "resnet"), "unknown model 'resnet'")
     assert not (tmp_path / "r").exists()
