@@ -11,7 +11,9 @@ For each model (fresh weights: they do not change the timing), every form it can
   form could beat the fused nodes (it is not an exporter edgecls offers).
 Each is timed at batch 1 and 256 on a 1-thread and a `--threads` session, warmed up, the median of
 alternating rounds, beside eager PyTorch with `--threads` threads. Writes recurrent_forms.json (its docs
-page is generated from it: scripts/results_pages.py).
+page is generated from it: scripts/results_pages.py). With `--engine openvino` the forms run on OpenVINO
+instead (`--threads` threads, fp32 and, where the CPU has it, bf16), whose graph compiler turns the fused
+nodes into its own sequence ops: recurrent_forms-openvino.json.
 """
 
 from __future__ import annotations
@@ -95,10 +97,47 @@ def forms(name: str, model: nn.Module, folder: Path) -> dict[str, Path]:
     return out
 
 
+class _Session:
+    """An OpenVINO engine with ORT's session.run signature, so both engines time the same way."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def run(self, _outputs, feed):
+        return [self.engine.run(feed["input"])]
+
+
+def engines(files: dict[str, Path], engine: str, threads: int) -> dict:
+    """ "<form> <threads>t[ <precision>]" -> a session with ORT's run(None, feed) for each form."""
+    if engine == "ort":
+        cpu = ["CPUExecutionProvider"]
+        return {f"{form} {t}t": ort.InferenceSession(str(p), session_options(t), providers=cpu)
+                for form, p in files.items() for t in sorted({1, threads})}  # fmt: skip
+    from edgecls.errors import UsageError
+    from edgecls.runtime.openvino_engine import OpenVinoEngine
+
+    out = {}
+    for form, path in files.items():
+        for precision in ("fp32", "bf16"):
+            try:
+                engine = OpenVinoEngine(path, threads=threads, precision=precision)
+                out[f"{form} {threads}t {precision}"] = _Session(engine)
+            except UsageError as exc:  # bf16 on a CPU without it: left out, said
+                print(f"{form} {precision}: {exc}", file=sys.stderr)
+    return out
+
+
+def _openvino_version() -> str:
+    import openvino
+
+    return openvino.get_version()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="rnn,birnn,gru,lstm")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--engine", choices=["ort", "openvino"], default="ort")
     parser.add_argument("--seconds", type=float, default=0.4, help="per side, round and batch size")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
@@ -110,9 +149,7 @@ def main(argv=None) -> int:
             torch.manual_seed(0)
             model = spec.build().eval()
             files = forms(name, model, Path(tmp))
-            cpu = ["CPUExecutionProvider"]
-            sessions = {f"{form} {t}t": ort.InferenceSession(str(p), session_options(t), providers=cpu)
-                        for form, p in files.items() for t in sorted({1, args.threads})}  # fmt: skip
+            sessions = engines(files, args.engine, args.threads)
             for batch in (1, 256):
                 x = torch.randn(batch, *spec.input_shape)
                 feed = {"input": x.numpy()}
@@ -133,16 +170,20 @@ def main(argv=None) -> int:
                             times[k] += time_calls(fn, args.seconds / ROUNDS, min_reps=3)
                 ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
                 for k in sessions:
-                    rows.append({"model": name, "batch": batch, "form": k.split()[0], "threads": int(k.split()[1][:-1]),
+                    form, threads, *precision = k.split()
+                    rows.append({"model": name, "batch": batch, "form": form, "threads": int(threads[:-1]),
+                                 **({"precision": precision[0]} if precision else {}),
                                  "ms": ms[k], "eager_ms": ms["eager"], "vs_eager": ms["eager"] / ms[k],
                                  "max_abs_diff_vs_eager": diffs[k]})  # fmt: skip
                 line = "  ".join(f"{k} {ms[k]:.3f} ms ({ms['eager'] / ms[k]:.2f}x)" for k in sessions)
                 print(f"{name} batch {batch}: eager {ms['eager']:.3f} ms; {line}", flush=True)
-    report = run_record("benchmarks/recurrent_forms.py", argv, threads=args.threads, onnxruntime=ort.__version__,
+    versions = {"onnxruntime": ort.__version__} if args.engine == "ort" else {"openvino": _openvino_version()}
+    report = run_record("benchmarks/recurrent_forms.py", argv, threads=args.threads, **versions,
                         torch=torch.__version__, rows=rows)  # fmt: skip
     out = ensure_writable_dir(args.out, "--out")
-    write_json(out / "recurrent_forms.json", report)
-    print(f"wrote {out / 'recurrent_forms.json'}")
+    name = "recurrent_forms.json" if args.engine == "ort" else "recurrent_forms-openvino.json"
+    write_json(out / name, report)
+    print(f"wrote {out / name}")
     return 0
 
 
