@@ -7,8 +7,9 @@ On a GPU (CUDA, TensorRT) batches run through IOBinding with buffers kept on the
 CUDA, batch 1 replays a CUDA graph, and fp32 runs the file's fused graph form where export wrote one
 (engine.PREFERRED_FORMS).
 
-Precision: fp32 runs the file as it is. int8 runs model.int8.onnx (static QDQ, `edgecls quantize`) on the
-CPU provider, fp16 runs model.fp16.onnx on CUDA, or builds TensorRT's engine with fp16 kernels allowed."""
+Precision: fp32 runs the file as it is. int8 runs model.int8.onnx (`edgecls quantize`: static QDQ, or
+ORT's DynamicQuantizeLSTM for LSTM graphs) on the CPU provider, fp16 runs model.fp16.onnx on CUDA, or builds
+TensorRT's engine with fp16 kernels allowed."""
 
 from __future__ import annotations
 
