@@ -65,3 +65,25 @@ def test_a_file_missing_on_arm_fails_and_an_x86_file_is_refused_as_arm(tmp_path)
     with pytest.raises(SystemExit, match="not made on aarch64"):
         aarch64.main(["compare", str(tmp_path / "x86.json"), str(tmp_path / "x86.json"),
                       "--artifacts", str(REPO / "artifacts")])  # fmt: skip
+
+
+def test_a_float_output_int8_file_is_held_to_its_own_error_against_fp32(tmp_path, capsys):
+    """lstm's dynamic int8 file has no output DequantizeLinear: its bar is its x86 error against the fp32 file
+    on the same images (here 0.2), not a step of 0 that no rounding difference could pass."""
+    assert aarch64.output_step(shipped_onnx("lstm").with_name("model.int8.onnx")) == 0.0
+    int8 = REF + np.array([[0.2, 0, 0], [0, 0, 0], [0, 0, 0]])  # the int8 file's x86 answers: 0.2 from fp32
+
+    def run(machine, int8_logits):
+        rows = [
+            {"model": "lstm", "precision": "fp32", "file": "lstm/model.onnx", "logits": REF.tolist()},
+            {"model": "lstm", "precision": "int8", "file": "lstm/model.int8.onnx", "logits": int8_logits},
+        ]
+        return {"machine": machine, "rows": [{**r, "images": 3, "ms_per_image": 1.0} for r in rows]}  # fmt: skip
+
+    args = [str(tmp_path / "x86.json"), str(tmp_path / "arm-a.json"), "--artifacts", str(REPO / "artifacts")]
+    (tmp_path / "x86.json").write_text(json.dumps(run("x86_64", int8.tolist())))
+    (tmp_path / "arm-a.json").write_text(json.dumps(run("aarch64", (int8 + 0.15).tolist())))
+    assert aarch64.main(["compare", *args]) == 0
+    assert "its x86 error vs fp32 (0.2)" in capsys.readouterr().out
+    (tmp_path / "arm-a.json").write_text(json.dumps(run("aarch64", (int8 + 0.25).tolist())))
+    assert aarch64.main(["compare", *args]) == 1
