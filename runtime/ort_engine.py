@@ -221,7 +221,8 @@ def _provider_for(provider: str, precision: str) -> str:
         "bf16 kernels for these graphs)",
         "fp16": "on --provider cuda or tensorrt, or on --provider openvino with a CPU that has AVX512-FP16 (ONNX "
         "Runtime's CPU provider has no fast fp16 kernels)",
-        "int8": "on the CPU: --provider cpu or openvino (the int8 file's QDQ graph is for CPU integer kernels)",
+        "int8": "on the CPU: --provider cpu or openvino (the int8 file's integer kernels, QDQ or ORT's dynamic "
+        "LSTM, are CPU kernels)",
     }[precision]
     raise UsageError(f"--precision {precision} runs {where}, not on --provider {provider}")
 
