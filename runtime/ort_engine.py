@@ -266,9 +266,9 @@ class OrtEngine(Engine):
         self.session, self.fallback_reason = create_session(str(self.path), provider, threads, precision=precision)
         self.providers = self.session.get_providers()
         self.provider = {v: k for k, v in ORT_PROVIDERS.items()}[self.providers[0]]
-        if precision == "fp32" and form_file(self.path, self.provider) != self.path:  # known only now for "auto"
-            self.path = form_file(self.path, self.provider)
-            self.session = create_session(str(self.path), self.provider, threads)[0]
+        form = form_file(self.path, self.provider) if precision == "fp32" else self.path  # provider known only now
+        if form != self.path:
+            self.path, self.session = form, create_session(str(form), self.provider, threads)[0]
         self.threads = threads or available_cpus()
         self.parallel = self.bound = self.graph = None
         self.graph_reason = ""

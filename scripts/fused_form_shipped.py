@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
-from steps_form_shipped import export_from_weights  # scripts/, beside this file
+from steps_form_shipped import against_shipped, export_from_weights  # scripts/, beside this file
 
 from edgecls.data import load_for_spec, normalize
 from edgecls.export.onnx_export import FUSED_FILE
@@ -75,11 +75,7 @@ def main(argv=None) -> int:
             a, b = logits(Classifier(shipped, "cpu"), x), logits(Classifier(result.onnx_path, "cpu"), x)
             ops = {n.op_type for n in onnx.load(str(result.onnx_path)).graph.node}
             summary = {
-                "images": len(y),
-                "accuracy_shipped_pct": float((a.argmax(1) == y).mean() * 100),
-                "accuracy_fused_pct": float((b.argmax(1) == y).mean() * 100),
-                "argmax_agreement_pct": float((a.argmax(1) == b.argmax(1)).mean() * 100),
-                "max_abs_logit_diff_vs_shipped": float(np.abs(a - b).max()),
+                **against_shipped(a, b, y, "fused"),
                 "nodes": result.report["exporters"]["torchscript"]["nodes"],
             }
             print(name, json.dumps(summary))

@@ -65,6 +65,17 @@ def weights_from_onnx(name: str, path: Path) -> dict[str, torch.Tensor]:
     raise SystemExit(f"{name}: no assignment of {path}'s initializers reproduces its logits")
 
 
+def against_shipped(a: np.ndarray, b: np.ndarray, y: np.ndarray, form: str) -> dict:
+    """The re-exported file's logits `b` against the shipped file's `a` on the test split (labels `y`)."""
+    return {
+        "images": len(y),
+        "accuracy_shipped_pct": float((a.argmax(1) == y).mean() * 100),
+        f"accuracy_{form}_pct": float((b.argmax(1) == y).mean() * 100),
+        "argmax_agreement_pct": float((a.argmax(1) == b.argmax(1)).mean() * 100),
+        "max_abs_logit_diff_vs_shipped": float(np.abs(a - b).max()),
+    }
+
+
 def export_from_weights(name: str, state: dict, test_accuracy: float, folder: Path, exporter: str):
     """`edgecls export` (its parity validation included) of a checkpoint written from `state` into `folder`."""
     ckpt = folder / name / "checkpoint.pt"
@@ -94,11 +105,7 @@ def main(argv=None) -> int:
             with torch.inference_mode():
                 eager = torch.cat([model(torch.from_numpy(x[i : i + 512])) for i in range(0, len(x), 512)]).numpy()
             summary = {
-                "images": len(y),
-                "accuracy_shipped_pct": float((a.argmax(1) == y).mean() * 100),
-                "accuracy_steps_pct": float((b.argmax(1) == y).mean() * 100),
-                "argmax_agreement_pct": float((a.argmax(1) == b.argmax(1)).mean() * 100),
-                "max_abs_logit_diff_vs_shipped": float(np.abs(a - b).max()),
+                **against_shipped(a, b, y, "steps"),
                 "max_abs_logit_diff_vs_eager": float(np.abs(eager - b).max()),
                 "nodes": result.report["exporters"]["steps"]["nodes"],
             }
